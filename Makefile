@@ -1,0 +1,48 @@
+# Cashcycle: the two commands a new user needs are `make demo` and `make test`.
+# Each sets itself up: a tool venv with uv, then the project venv from the lock file (uv.lock).
+
+PYTHON ?= python3
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+VENV   := .venv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+
+.PHONY: demo up test lint typecheck bench sync clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --quiet
+	touch $@
+
+sync: $(VENV)/.synced
+
+## Start Cashcycle locally with demo data (Temporal dev server, worker, API); Ctrl-C stops it.
+demo: sync
+	$(VENV)/bin/cashcycle up --demo $(ARGS)
+
+## Start Cashcycle locally without demo data.
+up: sync
+	$(VENV)/bin/cashcycle up $(ARGS)
+
+## Lint, type-check and run the whole test suite.
+test: sync lint typecheck
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: sync
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: sync
+	$(VENV)/bin/mypy workflows activities api worker.py bench
+
+## Benchmarks (figures printed, compared with their baselines in the same run).
+bench: sync
+	$(VENV)/bin/python bench/lifecycle.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

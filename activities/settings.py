@@ -1,0 +1,73 @@
+"""The one settings object: environment variables (prefix CASHCYCLE_, plus Temporal's own names).
+
+Outside the demo and development environments it refuses to run with the default secrets.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "cashcycle-development-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CASHCYCLE_", extra="ignore")
+
+    environment: Literal["development", "demo", "test", "production"] = "development"
+    data_dir: Path = Path(".cashcycle")
+    database_url: str = ""  # default: SQLite file in the data dir
+    temporal_address: str = Field(
+        default="", validation_alias=AliasChoices("TEMPORAL_ADDRESS", "CASHCYCLE_TEMPORAL_ADDRESS")
+    )
+    temporal_namespace: str = Field(
+        default="default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE", "CASHCYCLE_TEMPORAL_NAMESPACE")
+    )
+    task_queue: str = "cashcycle"
+    secret_key: str = DEFAULT_SECRET  # signs API tokens
+    token_minutes: int = 8 * 60
+    # Outgoing mail (invoice delivery). `cashcycle up` starts a local capture server when unset.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    mail_from: str = "billing@cashcycle.local"
+    # Durations the invoice workflow waits for (architecture rule 6).
+    record_timeout_seconds: float = 30.0
+    delivery_timeout_seconds: float = 60.0
+    delivery_retry_max_interval_seconds: float = 300.0
+    approval_matrix_file: str = ""  # default: policies/approval_matrix.toml
+    approval_reminder_seconds: float = 24 * 3600.0
+    approval_escalation_seconds: float = 72 * 3600.0
+    max_body_bytes: int = 1_000_000
+    update_timeout_seconds: float = 30.0
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.environment == "production":
+            if self.secret_key == DEFAULT_SECRET or len(self.secret_key) < 32:
+                raise ValueError(
+                    "CASHCYCLE_SECRET_KEY must be set to a random value of 32+ characters in production"
+                )
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the usual spellings and use the psycopg 3 driver we ship.
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix) :]
+            return url
+        return f"sqlite:///{(self.data_dir / 'cashcycle.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

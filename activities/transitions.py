@@ -1,0 +1,235 @@
+"""Recording invoice transitions: the ledger entry and the read model, in one database transaction.
+
+Idempotent on (workflow id, transition seq): Temporal retries activities, and a retry after a crash
+between commit and reply finds the entry and returns the same result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import date, datetime
+
+from sqlalchemy import select as sa_select
+from sqlalchemy import update as sa_update
+from sqlmodel import Session, col, delete
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.approvals import authority_refusal
+from activities.db import Store, writing
+from activities.directory import roles_of
+from activities.ledger import LedgerFacts, append_to_ledger, find_by_business_key
+from activities.models import Invoice, InvoiceLine, Payment, PaymentAllocation
+from activities.numbering import allocate_number, issue_number  # noqa: F401 (re-exported)
+from workflows.types import InvoiceState, RecordResult, TransitionRecord
+
+
+def _lines(state: InvoiceState) -> list[InvoiceLine]:
+    return [
+        InvoiceLine(
+            invoice_id=state.invoice_id,
+            line_no=i,
+            description=line.description,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            tax_rate=line.tax_rate,
+            net_minor=line.net_minor,
+            tax_minor=line.tax_minor,
+        )
+        for i, line in enumerate(state.draft.lines, start=1)
+    ]
+
+
+def _read_model_values(state: InvoiceState, at: datetime) -> dict[str, object]:
+    d = state.draft
+    return {
+        "status": state.status,
+        "customer_id": d.customer_id,
+        "currency": d.currency,
+        "subtotal_minor": d.subtotal_minor,
+        "tax_total_minor": d.tax_total_minor,
+        "total_minor": d.total_minor,
+        "amount_paid_minor": state.amount_paid_minor,
+        "amount_due_minor": d.total_minor - state.amount_paid_minor,
+        "issue_date": date.fromisoformat(d.issue_date),
+        "due_date": date.fromisoformat(d.due_date),
+        "po_number": d.po_number,
+        "transition_seq": state.transition_seq,
+        "status_since": datetime.fromisoformat(state.status_since),
+        "updated_at": at,
+        "delivered_at": datetime.fromisoformat(state.delivered_at) if state.delivered_at else None,
+        "approvals_json": json.dumps([asdict(a) for a in state.approvals]),
+        "editors_json": json.dumps(state.editors),
+        "submitters_json": json.dumps(state.submitters),
+        "number": state.number or None,
+        "exchange_rate": d.exchange_rate,
+        "matrix_version": state.plan.matrix_version if state.plan else None,
+        "approval_json": json.dumps(
+            {
+                "plan": asdict(state.plan) if state.plan else None,
+                "assignments": [asdict(a) for a in state.assignments],
+                "tier_since": state.tier_since,
+                "escalated": state.escalated,
+                "submission": state.submission,
+            }
+        ),
+    }
+
+
+def evidence_roles(session: Session, rec: TransitionRecord) -> list[str]:
+    """The roles the actor held at that moment, from the store (a client's claim is not evidence)."""
+    if rec.actor.username == "system":
+        return list(rec.actor.roles)
+    roles = roles_of(session, rec.actor.username, rec.legal_entity)
+    if rec.authority is not None and rec.authority.on_behalf_of:
+        roles.append(f"delegated:{rec.authority.role}:{rec.authority.on_behalf_of}")
+    return roles
+
+
+def record_transition(session: Session, rec: TransitionRecord) -> RecordResult:
+    business_key = f"{rec.workflow_id}#{rec.transition_seq}"
+    done = find_by_business_key(session, business_key)
+    if done is not None:
+        if (done.event, done.request_id) != (rec.event, rec.request_id):
+            # Transition `seq` of this workflow is already recorded, as something else: the workflow and
+            # the ledger disagree. Never report another transition as this one's record.
+            raise ApplicationError(
+                f"{business_key} is recorded as {done.event} ({done.request_id or 'no request'}), "
+                f"not {rec.event} ({rec.request_id or 'no request'})",
+                type="ledger_conflict",
+                non_retryable=True,
+            )
+        number = session.execute(
+            sa_select(col(Invoice.number)).where(col(Invoice.id) == rec.object_id)
+        ).scalar_one()
+        return RecordResult(number=number or "", ledger_seq=done.seq, entry_hash=done.entry_hash)
+
+    state = rec.state
+    at = datetime.fromisoformat(rec.at)
+    if rec.authority is not None:
+        # The approver's authority, checked against the store in the transaction that records it.
+        refusal = authority_refusal(session, rec.legal_entity, rec.authority, at)
+        if refusal is not None:
+            raise ApplicationError(refusal, type="no_authority", non_retryable=True)
+    number = state.number
+    if rec.event == "create":
+        session.add(
+            Invoice(
+                id=state.invoice_id,
+                legal_entity=rec.legal_entity,
+                external_id=state.external_id,
+                workflow_id=rec.workflow_id,
+                created_by=state.created_by,
+                created_at=at,
+                payload_hash=state.draft.payload_hash,  # the ERP's creation payload, for idempotent re-sends
+                **_read_model_values(state, at),  # type: ignore[arg-type]
+            )
+        )
+        session.flush()
+        session.add_all(_lines(state))
+    else:
+        session.execute(
+            sa_update(Invoice)
+            .where(Invoice.id == state.invoice_id)  # type: ignore[arg-type]
+            .values(**_read_model_values(state, at))
+        )
+        if rec.event == "edit":
+            session.execute(delete(InvoiceLine).where(InvoiceLine.invoice_id == state.invoice_id))  # type: ignore[arg-type]
+            session.flush()
+            session.add_all(_lines(state))
+
+    payload: dict[str, object] = {
+        "number": number,
+        "customer_id": state.draft.customer_id,
+        "currency": state.draft.currency,
+        "total_minor": state.draft.total_minor,
+        "amount_paid_minor": state.amount_paid_minor,
+        "draft_hash": state.draft.payload_hash,
+        "approvals": [a.approver for a in state.approvals],
+    }
+    if state.plan is not None and rec.event in (
+        "submit",
+        "approve",
+        "approve_tier",
+        "reassign_approval",
+        "remind_approvers",
+        "escalate_approval",
+    ):
+        payload["matrix_version"] = state.plan.matrix_version
+        payload["tiers"] = [t.role for t in state.plan.tiers]
+        payload["amount_entity_minor"] = state.plan.amount_minor
+    if rec.event in ("approve", "approve_tier") and state.approvals:
+        last = state.approvals[-1]
+        payload["tier"] = {
+            "level": last.tier,
+            "role": last.role,
+            "approver": last.approver,
+            "on_behalf_of": last.on_behalf_of,
+        }
+    if rec.payment is not None:
+        p = rec.payment
+        payload["payment"] = {
+            "payment_id": p.payment_id,
+            "amount_minor": p.amount_minor,
+            "reference": p.reference,
+        }
+        if session.get(Payment, p.payment_id) is None:
+            session.add(
+                Payment(
+                    id=p.payment_id,
+                    legal_entity=rec.legal_entity,
+                    customer_id=p.customer_id,
+                    amount_minor=p.payment_total_minor,
+                    currency=p.currency,
+                    received_on=date.fromisoformat(p.received_on),
+                    reference=p.reference,
+                    created_at=at,
+                )
+            )
+            session.flush()
+        session.add(
+            PaymentAllocation(
+                payment_id=p.payment_id,
+                invoice_id=state.invoice_id,
+                amount_minor=p.amount_minor,
+                applied_by=rec.actor.username,
+                applied_at=at,
+            )
+        )
+
+    entry = append_to_ledger(
+        session,
+        LedgerFacts(
+            legal_entity=rec.legal_entity,
+            business_key=business_key,
+            object_type=rec.object_type,
+            object_id=rec.object_id,
+            event=rec.event,
+            from_status=rec.from_status,
+            to_status=rec.to_status,
+            actor=rec.actor.username,
+            actor_roles=evidence_roles(session, rec),
+            rule=rec.actor.rule,
+            reason=rec.reason,
+            workflow_id=rec.workflow_id,
+            run_id=rec.run_id,
+            request_id=rec.request_id,
+            at=rec.at,
+            payload=payload,
+        ),
+    )
+    return RecordResult(number=number, ledger_seq=entry.seq, entry_hash=entry.entry_hash)
+
+
+class TransitionActivities:
+    """Activities that write the evidence ledger and the read model."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @activity.defn
+    def record_invoice_transition(self, rec: TransitionRecord) -> RecordResult:
+        """Append the transition to the ledger and apply it to the invoice read model, atomically."""
+        with writing(self._store) as session:
+            return record_transition(session, rec)

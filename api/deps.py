@@ -1,0 +1,87 @@
+"""FastAPI dependencies as Annotated aliases: the app context, a read session, the current user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlmodel import Session
+from temporalio.client import Client
+
+from activities.db import Store, reading
+from activities.settings import Settings
+from api.errors import Invalid, Unauthenticated
+from api.security import Authorizer, read_token
+
+
+@dataclass
+class AppContext:
+    """Long-lived clients, built once in the lifespan."""
+
+    settings: Settings
+    store: Store
+    temporal: Client
+    authorizer: Authorizer
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def get_session(ctx: ContextDep) -> Iterator[Session]:
+    with reading(ctx.store) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+@dataclass(frozen=True)
+class CurrentUserInfo:
+    username: str
+
+
+def get_current_user(ctx: ContextDep, token: Annotated[str | None, Depends(_bearer)]) -> CurrentUserInfo:
+    if not token:
+        raise Unauthenticated(
+            "missing bearer token: send Authorization: Bearer <token from /api/v1/auth/token>"
+        )
+    username = read_token(token, ctx.settings.secret_key)
+    from activities.models import User
+
+    # A session of its own, closed here, not SessionDep (held until the response is sent): a command
+    # then holds no pooled connection while it waits for its workflow, and a handler opening its own
+    # session never needs a second connection per request (16 concurrent commands exhausted the
+    # pool of 15 and every request waited for the 30 s pool timeout, then failed with a 500).
+    with reading(ctx.store) as session:
+        user = session.get(User, username)
+        if user is None or not user.active:
+            raise Unauthenticated("the token's user is unknown or disabled")
+        ctx.authorizer.refresh(session)
+    return CurrentUserInfo(username)
+
+
+CurrentUser = Annotated[CurrentUserInfo, Depends(get_current_user)]
+
+
+def get_idempotency_key(
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> str | None:
+    if idempotency_key is None:
+        return None
+    key = idempotency_key.strip()
+    if not key or len(key) > 200 or not key.isprintable():
+        raise Invalid("Idempotency-Key must be 1-200 printable characters", field="Idempotency-Key")
+    return key
+
+
+IdempotencyKey = Annotated[str | None, Depends(get_idempotency_key)]

@@ -1,0 +1,693 @@
+"""Invoice routes: the ERP starts workflows here, people move them through updates, everyone reads.
+
+The API never writes an invoice itself: commands become workflow updates (the `Idempotency-Key`
+header becomes the update id) and the response is read back from the store, which the workflow's
+recording activity has updated before the update returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Response
+from sqlmodel import Session
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities import queries
+from activities.db import reading
+from activities.models import Customer, Invoice, LegalEntity
+from activities.money import MoneyError, exponent, format_minor, line_amounts, parse_decimal
+from api.approvals import ApproveOption, approval_chain, approve_option, rules_state
+from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
+from api.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unavailable, from_workflow
+from api.schemas import (
+    ApprovalOut,
+    ApproveBody,
+    HistoryEntry,
+    InvoiceCreate,
+    InvoiceEdit,
+    InvoicePage,
+    InvoicePublic,
+    LineIn,
+    LineOut,
+    ReasonBody,
+    ReassignBody,
+    SubmitBody,
+    UnavailableAction,
+)
+from workflows import states
+from workflows.approval import current_tier
+from workflows.errors import HTTP_STATUS
+from workflows.invoice import InvoiceWorkflow, invoice_workflow_id
+from workflows.types import (
+    Actor,
+    ApproveCommand,
+    Command,
+    EditCommand,
+    InvoiceConfig,
+    InvoiceDraft,
+    InvoiceInput,
+    Line,
+    ReassignCommand,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["invoices"])
+INVOICE_NAMESPACE = uuid.UUID("6f1d3c52-6a8f-4e59-9d0e-0c5ad7a1c0de")
+T = TypeVar("T")
+MAX_TOTAL = 10**15  # major units of the currency, as for payments
+
+# Commands a person can give, by state-machine event, with the permission each needs.
+COMMANDS = {
+    "edit": "invoice:edit",
+    "submit": "invoice:submit",
+    "approve": "invoice:approve",
+    "reject": "invoice:reject",
+    "void": "invoice:void",
+}
+
+
+def payload_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def build_lines(lines: list[LineIn], currency: str) -> list[Line]:
+    out = []
+    for i, ln in enumerate(lines):
+        try:
+            qty = parse_decimal(
+                ln.quantity, f"lines.{i}.quantity", minimum=Decimal(0), exclusive=True, maximum=Decimal("1e9")
+            )
+            price = parse_decimal(
+                ln.unit_price, f"lines.{i}.unit_price", minimum=Decimal(0), maximum=Decimal("1e12")
+            )
+            rate = parse_decimal(
+                ln.tax_rate, f"lines.{i}.tax_rate", minimum=Decimal(0), maximum=Decimal(100), max_places=4
+            )
+            amounts = line_amounts(qty, price, rate, currency)
+        except MoneyError as exc:
+            raise Invalid(f"{exc.field}: {exc}", field=exc.field) from None
+        out.append(
+            Line(ln.description, str(qty), str(price), str(rate), amounts.net_minor, amounts.tax_minor)
+        )
+    return out
+
+
+def release_instant(issue_date: date, entity: LegalEntity) -> str:
+    """Start of the issue date in the legal entity's zone, as a UTC instant."""
+    return datetime.combine(issue_date, time(0), ZoneInfo(entity.timezone)).astimezone(UTC).isoformat()
+
+
+def exchange_rate_for(currency: str, entity: LegalEntity, given: str | None) -> str:
+    """The rate to the entity's currency: "1" for its own currency, required (and positive) otherwise."""
+    if currency == entity.currency:
+        if given is not None and (given.strip() in ("", "1") or _is_one(given)):
+            return "1"
+        if given is not None:
+            raise Invalid(
+                f"exchange_rate: an invoice in {currency}, the currency of {entity.code}, has rate 1",
+                field="exchange_rate",
+            )
+        return "1"
+    if given is None:
+        raise Invalid(
+            f"exchange_rate is required: {currency} is not {entity.code}'s currency {entity.currency}",
+            field="exchange_rate",
+        )
+    try:
+        rate = parse_decimal(
+            given, "exchange_rate", minimum=Decimal(0), exclusive=True, maximum=Decimal("1e9"), max_places=10
+        )
+    except MoneyError as exc:
+        raise Invalid(f"{exc.field}: {exc}", field=exc.field) from None
+    return str(rate)
+
+
+def _is_one(text: str) -> bool:
+    try:
+        return parse_decimal(text, "exchange_rate") == 1
+    except MoneyError:
+        return False
+
+
+def build_draft(
+    *,
+    customer: Customer,
+    entity: LegalEntity,
+    currency: str,
+    issue_date: date,
+    due_date: date | None,
+    po_number: str | None,
+    lines: list[LineIn],
+    body_hash: str,
+    exchange_rate: str | None = None,
+) -> InvoiceDraft:
+    try:
+        exponent(currency)
+    except MoneyError as exc:
+        raise Invalid(str(exc), field="currency") from None
+    rate = exchange_rate_for(currency, entity, exchange_rate)
+    due = due_date or date.fromordinal(issue_date.toordinal() + customer.payment_terms_days)
+    if due < issue_date:
+        raise Invalid("due_date is before issue_date", field="due_date")
+    built = build_lines(lines, currency)
+    subtotal = sum(ln.net_minor for ln in built)
+    tax = sum(ln.tax_minor for ln in built)
+    if subtotal + tax <= 0:
+        raise Invalid("the invoice total must be positive", field="lines")
+    if subtotal + tax > MAX_TOTAL * 10 ** exponent(currency):
+        # Beyond this the amounts overflow the store's BIGINT columns and the Int64 search attribute: the
+        # workflow's recording activity would retry forever.
+        raise Invalid(f"the invoice total exceeds {MAX_TOTAL} {currency}", field="lines")
+    return InvoiceDraft(
+        customer_id=customer.id,
+        currency=currency,
+        issue_date=issue_date.isoformat(),
+        due_date=due.isoformat(),
+        po_number=po_number or None,
+        lines=built,
+        subtotal_minor=subtotal,
+        tax_total_minor=tax,
+        total_minor=subtotal + tax,
+        release_at=release_instant(issue_date, entity),
+        payload_hash=body_hash,
+        exchange_rate=rate,
+    )
+
+
+def workflow_config(ctx: AppContext) -> InvoiceConfig:
+    s = ctx.settings
+    return InvoiceConfig(
+        record_timeout_seconds=s.record_timeout_seconds,
+        delivery_timeout_seconds=s.delivery_timeout_seconds,
+        delivery_retry_max_interval_seconds=s.delivery_retry_max_interval_seconds,
+        approval_reminder_seconds=s.approval_reminder_seconds,
+        approval_escalation_seconds=s.approval_escalation_seconds,
+    )
+
+
+def present(ctx: AppContext, session: Session, inv: Invoice, username: str) -> InvoicePublic:
+    cur = inv.currency
+    status = states.Status(inv.status)
+    actions: list[str] = []
+    unavailable: list[UnavailableAction] = []
+    for event in states.events_from(status):
+        action = COMMANDS.get(event.value)
+        if action is None:
+            continue
+        if event.value == "approve":
+            option = approve_option(ctx, session, inv, username)
+            if option.allowed:
+                actions.append("approve")
+            else:
+                unavailable.append(UnavailableAction(action="approve", reason=option.reason))
+        elif ctx.authorizer.check(username, inv.legal_entity, action):
+            actions.append(event.value)
+        else:
+            unavailable.append(
+                UnavailableAction(
+                    action=event.value, reason=f"{username} may not {action} in {inv.legal_entity}"
+                )
+            )
+    if status == states.Status.PENDING_APPROVAL and ctx.authorizer.check(
+        username, inv.legal_entity, "approval:reassign"
+    ):
+        actions.append("reassign")
+    if status in states.OPEN_RECEIVABLE and ctx.authorizer.check(
+        username, inv.legal_entity, "payment:record"
+    ):
+        actions.append("record_payment")
+    return InvoicePublic(
+        id=inv.id,
+        external_id=inv.external_id,
+        number=inv.number,
+        status=inv.status,
+        legal_entity=inv.legal_entity,
+        customer_id=inv.customer_id,
+        currency=cur,
+        subtotal=format_minor(inv.subtotal_minor, cur),
+        tax_total=format_minor(inv.tax_total_minor, cur),
+        total=format_minor(inv.total_minor, cur),
+        amount_paid=format_minor(inv.amount_paid_minor, cur),
+        amount_due=format_minor(inv.amount_due_minor, cur),
+        issue_date=inv.issue_date,
+        due_date=inv.due_date,
+        po_number=inv.po_number,
+        workflow_id=inv.workflow_id,
+        created_by=inv.created_by,
+        created_at=inv.created_at,
+        updated_at=inv.updated_at,
+        status_since=inv.status_since,
+        delivered_at=inv.delivered_at,
+        lines=[
+            LineOut(
+                line_no=ln.line_no,
+                description=ln.description,
+                quantity=ln.quantity,
+                unit_price=ln.unit_price,
+                tax_rate=ln.tax_rate,
+                net=format_minor(ln.net_minor, cur),
+                tax=format_minor(ln.tax_minor, cur),
+            )
+            for ln in queries.invoice_lines(session, inv.id)
+        ],
+        approvals=[ApprovalOut(**a) for a in json.loads(inv.approvals_json)],
+        actions=actions,
+        unavailable_actions=unavailable,
+        exchange_rate=inv.exchange_rate,
+        approval=approval_chain(inv).model_dump(mode="json"),
+    )
+
+
+async def await_workflow(ctx: AppContext, call: Awaitable[T]) -> T:
+    """A workflow round trip with a bound: without a worker the caller gets a 503, not a hung request."""
+    try:
+        return await asyncio.wait_for(call, timeout=ctx.settings.update_timeout_seconds)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # wait_for cancels the update call, and the Temporal client turns that cancellation into
+        # WorkflowUpdateRPCTimeoutOrCancelledError, which wait_for re-raises instead of TimeoutError.
+        raise Unavailable(
+            "the invoice workflow did not answer in time (is a worker running?); "
+            "retry with the same Idempotency-Key"
+        ) from None
+
+
+def _invoice_or_404(session: Session, invoice_id: str, username: str, ctx: AppContext) -> Invoice:
+    inv = queries.invoice_by_id(session, invoice_id)
+    if inv is None or not ctx.authorizer.check(username, inv.legal_entity, "invoice:read"):
+        # Unknown and not-yours look the same: no probing of other legal entities' documents.
+        raise NotFound(f"no invoice {invoice_id}")
+    return inv
+
+
+@router.post(
+    "/invoices",
+    status_code=201,
+    response_model=InvoicePublic,
+    responses={200: {"description": "the same external_id and body again: the existing invoice"}},
+)
+async def create_invoice(
+    body: InvoiceCreate,
+    response: Response,
+    ctx: ContextDep,
+    user: CurrentUser,
+    idempotency_key: IdempotencyKey,
+) -> InvoicePublic:
+    """Start an invoice workflow from the ERP. The external_id is the idempotency key: the same body
+    again returns the same invoice (200); a different body under the same external_id is a 409."""
+    body_hash = payload_hash(body.model_dump(mode="json"))
+    with reading(ctx.store) as session:
+        customer = queries.customer_by_id(session, body.customer_id)
+        if customer is None or not ctx.authorizer.check(
+            user.username, customer.legal_entity, "customer:read"
+        ):
+            raise Invalid(f"unknown customer {body.customer_id}", field="customer_id")
+        grant = ctx.authorizer.require(user.username, customer.legal_entity, "invoice:create")
+        entity = session.get(LegalEntity, customer.legal_entity)
+        assert entity is not None
+        existing = queries.invoice_by_external_id(session, customer.legal_entity, body.external_id)
+        if existing is not None:
+            return _same_or_conflict(ctx, session, existing, body_hash, user.username, response)
+        draft = build_draft(
+            customer=customer,
+            entity=entity,
+            currency=body.currency,
+            issue_date=body.issue_date,
+            due_date=body.due_date,
+            po_number=body.po_number,
+            lines=body.lines,
+            body_hash=body_hash,
+            exchange_rate=body.exchange_rate,
+        )
+    workflow_id = invoice_workflow_id(customer.legal_entity, body.external_id)
+    inp = InvoiceInput(
+        invoice_id=str(uuid.uuid5(INVOICE_NAMESPACE, workflow_id)),
+        legal_entity=customer.legal_entity,
+        external_id=body.external_id,
+        draft=draft,
+        actor=Actor(user.username, grant.roles, grant.rule),
+        request_id=idempotency_key or str(uuid.uuid4()),
+        config=workflow_config(ctx),
+    )
+    start = WithStartWorkflowOperation(
+        InvoiceWorkflow.run,
+        inp,
+        id=workflow_id,
+        task_queue=ctx.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    try:
+        state = await await_workflow(
+            ctx,
+            ctx.temporal.execute_update_with_start_workflow(
+                InvoiceWorkflow.await_created, start_workflow_operation=start
+            ),
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise from_workflow(exc) from None
+    with reading(ctx.store) as session:
+        inv = queries.invoice_by_id(session, state.invoice_id)
+        if inv is None:
+            raise Unavailable("the invoice was created but is not readable yet; retry")
+        if state.draft.payload_hash != body_hash and inv.payload_hash != body_hash:
+            return _same_or_conflict(ctx, session, inv, body_hash, user.username, response)
+        return present(ctx, session, inv, user.username)
+
+
+def _same_or_conflict(
+    ctx: AppContext, session: Session, inv: Invoice, body_hash: str, username: str, response: Response
+) -> InvoicePublic:
+    if inv.payload_hash != body_hash:
+        raise Conflict(
+            f"external_id {inv.external_id} already names invoice {inv.number} with a different body",
+            code="external_id_conflict",
+            invoice_id=inv.id,
+            status=inv.status,
+        )
+    response.status_code = 200
+    return present(ctx, session, inv, username)
+
+
+@router.get("/invoices/{invoice_id}", response_model=InvoicePublic)
+async def get_invoice(
+    invoice_id: str, ctx: ContextDep, session: SessionDep, user: CurrentUser
+) -> InvoicePublic:
+    """One invoice, with its lines, approvals and the actions the caller can take now."""
+    return present(ctx, session, _invoice_or_404(session, invoice_id, user.username, ctx), user.username)
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
+        return datetime.fromisoformat(created), str(ident)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise Invalid("cursor is not one this API issued", field="cursor") from None
+
+
+@router.get("/invoices", response_model=InvoicePage)
+async def list_invoices(
+    ctx: ContextDep,
+    session: SessionDep,
+    user: CurrentUser,
+    status: Annotated[states.Status | None, Query()] = None,
+    customer_id: Annotated[str | None, Query(max_length=36)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> InvoicePage:
+    """Invoices in the legal entities where the caller may read them, newest first, paginated."""
+    entities = [
+        e
+        for e in queries.entities_of(session, user.username)
+        if ctx.authorizer.check(user.username, e, "invoice:read")
+    ]
+    page = queries.list_invoices(
+        session,
+        entities,
+        status=status.value if status else None,
+        customer_id=customer_id,
+        limit=limit,
+        after=_decode_cursor(cursor) if cursor else None,
+    )
+    next_cursor = None
+    if page.next_cursor:
+        created, ident = page.next_cursor
+        next_cursor = base64.urlsafe_b64encode(json.dumps([created.isoformat(), ident]).encode()).decode()
+    return InvoicePage(
+        items=[present(ctx, session, inv, user.username) for inv in page.items], next_cursor=next_cursor
+    )
+
+
+@router.get("/invoices/{invoice_id}/history", response_model=list[HistoryEntry])
+async def invoice_history(
+    invoice_id: str, ctx: ContextDep, session: SessionDep, user: CurrentUser
+) -> list[HistoryEntry]:
+    """Every transition of the invoice from the evidence ledger, oldest first."""
+    inv = _invoice_or_404(session, invoice_id, user.username, ctx)
+    return [
+        HistoryEntry(
+            seq=e.seq,
+            event=e.event,
+            from_status=e.from_status,
+            to_status=e.to_status,
+            actor=e.actor,
+            actor_roles=json.loads(e.actor_roles),
+            rule=e.rule,
+            at=datetime.fromisoformat(e.at),
+            reason=e.reason,
+            request_id=e.request_id,
+            payload_hash=e.payload_hash,
+            prev_hash=e.prev_hash,
+            entry_hash=e.entry_hash,
+        )
+        for e in queries.invoice_history(session, inv.id)
+    ]
+
+
+async def _command(
+    ctx: AppContext,
+    username: str,
+    invoice_id: str,
+    event: str,
+    update: Any,
+    build: Any,
+    idempotency_key: str | None,
+    authorize: Any = None,
+) -> InvoicePublic:
+    with reading(ctx.store) as session:
+        inv = _invoice_or_404(session, invoice_id, username, ctx)
+        update_id = f"{event}:{username}:{idempotency_key}" if idempotency_key else f"{event}:{uuid.uuid4()}"
+        if idempotency_key and queries.ledger_entry_by_request(session, inv.id, update_id) is not None:
+            # The same command again (a client retrying after a timeout or a lost reply), and it was
+            # recorded. Its checks were passed against the state it left, so they are not run again: the
+            # caller gets the command's own outcome, once the workflow has finished applying it.
+            applied = True
+        else:
+            applied = False
+            if authorize is None:
+                grant = ctx.authorizer.require(username, inv.legal_entity, COMMANDS[event])
+                actor = Actor(username, grant.roles, grant.rule)
+            else:
+                actor = authorize(session, inv)
+            arg = build(session, inv, actor)
+    handle = ctx.temporal.get_workflow_handle(inv.workflow_id)
+    try:
+        if applied:
+            # A recorded command's update is in the workflow's history (its record is a regular activity,
+            # scheduled once the update is accepted): wait for its outcome.
+            await await_workflow(ctx, handle.get_update_handle(update_id).result())
+        else:
+            # A retry of a command not yet recorded is the same update: Temporal answers it with the
+            # first one's outcome, waiting for it if it is still running.
+            await await_workflow(ctx, handle.execute_update(update, arg, id=update_id))
+    except WorkflowUpdateFailedError as exc:
+        raise from_workflow(exc) from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND or "already completed" in exc.message:
+            with reading(ctx.store) as session:
+                current = queries.invoice_by_id(session, invoice_id)
+                if current is not None and (
+                    applied
+                    or (idempotency_key and queries.ledger_entry_by_request(session, invoice_id, update_id))
+                ):
+                    # The workflow has ended since it applied this command (the payment that closed it,
+                    # say): the ledger remembers the command, so answer as for the first time.
+                    return present(ctx, session, current, username)
+            status = current.status if current else inv.status
+            raise Conflict(
+                f"cannot {event} an invoice in status {status}",
+                code="transition_refused",
+                status=status,
+                event=event,
+            ) from None
+        raise
+    with reading(ctx.store) as session:
+        fresh = queries.invoice_by_id(session, invoice_id)
+        assert fresh is not None
+        return present(ctx, session, fresh, username)
+
+
+@router.patch("/invoices/{invoice_id}", response_model=InvoicePublic)
+async def edit_invoice(
+    invoice_id: str, body: InvoiceEdit, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
+) -> InvoicePublic:
+    """Edit a draft (or pull a pending invoice back to draft). Editing voids every approval, and the
+    editor can no longer approve this invoice."""
+
+    def build(session: Session, inv: Invoice, actor: Actor) -> EditCommand:
+        customer = session.get(Customer, inv.customer_id)
+        entity = session.get(LegalEntity, inv.legal_entity)
+        assert customer is not None and entity is not None
+        lines = body.lines
+        if lines is None:
+            lines = [
+                LineIn(
+                    description=ln.description,
+                    quantity=ln.quantity,
+                    unit_price=ln.unit_price,
+                    tax_rate=ln.tax_rate,
+                )
+                for ln in queries.invoice_lines(session, inv.id)
+            ]
+        fields = body.model_dump(exclude_unset=True)
+        draft = build_draft(
+            customer=customer,
+            entity=entity,
+            currency=body.currency or inv.currency,
+            issue_date=body.issue_date or inv.issue_date,
+            due_date=body.due_date or (inv.due_date if "issue_date" not in fields else None),
+            po_number=body.po_number if "po_number" in fields else inv.po_number,
+            lines=lines,
+            body_hash=payload_hash(body.model_dump(mode="json", exclude_unset=True)),
+            exchange_rate=body.exchange_rate
+            if "exchange_rate" in fields
+            else (inv.exchange_rate if (body.currency or inv.currency) != entity.currency else None),
+        )
+        return EditCommand(actor=actor, draft=draft)
+
+    return await _command(
+        ctx, user.username, invoice_id, "edit", InvoiceWorkflow.edit, build, idempotency_key
+    )
+
+
+@router.post("/invoices/{invoice_id}/submit", response_model=InvoicePublic)
+async def submit_invoice(
+    invoice_id: str,
+    ctx: ContextDep,
+    user: CurrentUser,
+    idempotency_key: IdempotencyKey,
+    body: SubmitBody | None = None,
+) -> InvoicePublic:
+    """Send a draft for approval (draft -> pending_approval)."""
+    comment = body.comment if body else ""
+    return await _command(
+        ctx,
+        user.username,
+        invoice_id,
+        "submit",
+        InvoiceWorkflow.submit,
+        lambda _s, _i, actor: Command(actor, comment),
+        idempotency_key,
+    )
+
+
+@router.post("/invoices/{invoice_id}/approve", response_model=InvoicePublic)
+async def approve_invoice(
+    invoice_id: str,
+    ctx: ContextDep,
+    user: CurrentUser,
+    idempotency_key: IdempotencyKey,
+    body: ApproveBody | None = None,
+) -> InvoicePublic:
+    """Approve a pending invoice. Refused (403 segregation_of_duties) for whoever created or edited it,
+    and for a second approval by the same person; 409 if it is no longer pending."""
+    comment = body.comment if body else ""
+    chosen: dict[str, ApproveOption] = {}
+
+    def authorize(session: Session, inv: Invoice) -> Actor:
+        option = approve_option(ctx, session, inv, user.username, tier_seen=body.tier or 0 if body else 0)
+        if not option.allowed:
+            raise approval_error(option, inv.status)
+        chosen["option"] = option
+        grant = ctx.authorizer.check(user.username, inv.legal_entity, "invoice:approve")
+        rule = grant.rule if grant else f"delegation from {option.on_behalf_of}"
+        return Actor(user.username, ctx.authorizer.roles(user.username, inv.legal_entity), rule)
+
+    def build(_s: Session, _i: Invoice, actor: Actor) -> ApproveCommand:
+        option = chosen["option"]
+        tier = (body.tier if body and body.tier else None) or option.tier or 0
+        return ApproveCommand(actor, comment, tier=tier, on_behalf_of=option.on_behalf_of)
+
+    return await _command(
+        ctx,
+        user.username,
+        invoice_id,
+        "approve",
+        InvoiceWorkflow.approve,
+        build,
+        idempotency_key,
+        authorize=authorize,
+    )
+
+
+def approval_error(option: ApproveOption, status: str) -> AppError:
+    if option.code == "forbidden":
+        return Forbidden(option.reason, code="forbidden", action="invoice:approve")
+    # The current status is named in every refusal, as the workflow's own refusals name it (rule 8).
+    err = AppError(option.reason, code=option.code, rule=option.rule, status=status)
+    err.status = HTTP_STATUS.get(option.code, 409)
+    return err
+
+
+@router.post("/invoices/{invoice_id}/reassign", response_model=InvoicePublic)
+async def reassign_approval(
+    invoice_id: str, body: ReassignBody, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
+) -> InvoicePublic:
+    """A supervisor hands the waiting tier to a named approver (who must hold the tier's role and not be
+    barred by segregation of duties); only that person may then approve it, and the SLA clock restarts."""
+
+    def authorize(session: Session, inv: Invoice) -> Actor:
+        grant = ctx.authorizer.require(user.username, inv.legal_entity, "approval:reassign")
+        tier = current_tier(rules_state(inv))
+        if tier is not None and tier.role not in ctx.authorizer.roles(body.assignee, inv.legal_entity):
+            raise Invalid(
+                f"assignee: {body.assignee} does not hold {tier.role} in {inv.legal_entity}", field="assignee"
+            )
+        return Actor(user.username, grant.roles, grant.rule)
+
+    return await _command(
+        ctx,
+        user.username,
+        invoice_id,
+        "reassign",
+        InvoiceWorkflow.reassign,
+        lambda _s, _i, actor: ReassignCommand(actor, body.tier, body.assignee, body.reason),
+        idempotency_key,
+        authorize=authorize,
+    )
+
+
+@router.post("/invoices/{invoice_id}/reject", response_model=InvoicePublic)
+async def reject_invoice(
+    invoice_id: str, body: ReasonBody, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
+) -> InvoicePublic:
+    """Send a pending invoice back to draft; the reason is required and recorded."""
+    return await _command(
+        ctx,
+        user.username,
+        invoice_id,
+        "reject",
+        InvoiceWorkflow.reject,
+        lambda _s, _i, actor: Command(actor, body.reason),
+        idempotency_key,
+    )
+
+
+@router.post("/invoices/{invoice_id}/void", response_model=InvoicePublic)
+async def void_invoice(
+    invoice_id: str, body: ReasonBody, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
+) -> InvoicePublic:
+    """Void an invoice before it is delivered; the reason is required and recorded."""
+    return await _command(
+        ctx,
+        user.username,
+        invoice_id,
+        "void",
+        InvoiceWorkflow.void,
+        lambda _s, _i, actor: Command(actor, body.reason),
+        idempotency_key,
+    )

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its figures next to a baseline measured on the same server in the same run."""

@@ -1,0 +1,411 @@
+"""`cashcycle up --demo`, the first command a new user runs, end to end as a real process: it starts its
+own Temporal dev server, mail capture, worker and API, seeds the demo company through the API, stops
+cleanly on Ctrl-C, and starts again on the same data without seeding twice or losing a workflow."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from activities.db import open_store, reading
+from activities.ledger import verify_chain
+from api.demo import DEMO_PASSWORD, DEMO_STATUSES, DEMO_USERS
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_INVOICES = 30
+READY_TIMEOUT = 300.0  # generous: the machine may be busy with other test runs
+STOP_TIMEOUT = 30.0
+APPROVERS = {"approver", "approver2", "controller"}
+# Who may have made each transition of a demo invoice (the demo moves invoices as the right people).
+ACTORS = {
+    "create": {"erp"},
+    "edit": {"preparer"},
+    "submit": {"preparer"},
+    "void": {"preparer"},
+    "approve_tier": APPROVERS,
+    "approve": APPROVERS,
+    "reject": APPROVERS,
+    # The approval SLA's reminders and escalations come from the workflow's timers.
+    "remind_approvers": {"system"},
+    "escalate_approval": {"system"},
+    "deliver": {"system"},
+    "record_partial_payment": {"erp"},
+    "record_final_payment": {"erp"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, with its command line (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: dict[int, str] = {}
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found[child] = command_line(child)
+            stack.append(child)
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def alive(pid: int, command: str) -> bool:
+    """The process still runs (not a zombie, and the pid not reused by another command)."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and command_line(pid) == command
+
+
+def option(command: str, name: str) -> int:
+    words = command.split()
+    return int(words[words.index(name) + 1])
+
+
+@pytest.fixture(scope="session")
+def bytecode_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the processes keep compiled bytecode: with PYTHONDONTWRITEBYTECODE set, each of the five
+    would compile SQLAlchemy, Temporal and FastAPI again; a prefix keeps the work tree clean."""
+    path = tmp_path_factory.getbasetemp() / "pycache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+class Up:
+    """One `cashcycle up` process, its output read as it comes, its children tracked by pid."""
+
+    def __init__(self, data_dir: Path, port: int, env: dict[str, str], demo: bool, from_script: bool) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        command = [sys.executable, "-m", "api.cli", "up", "--port", str(port), "--data-dir", str(data_dir)]
+        if demo:
+            command.append("--demo")
+        if from_script:
+            # As `cashcycle up &` in a shell script: started with SIGINT ignored, which every child
+            # inherits; each must still stop on the signal `up` sends it. (exec keeps the pid.)
+            command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # our own group: a failed test can kill it without touching pytest
+        )
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.children: dict[int, str] = {}
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("Press Ctrl-C"):
+                self.ready.set()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def diagnostics(self) -> str:
+        parts = [f"--- cashcycle up output (exit code {self.proc.poll()}):", self.output]
+        for log in sorted((self.data_dir / "logs").glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-40:]
+            parts += [f"--- {log.name} (last lines):", *tail]
+        return "\n".join(parts)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.ready.wait(0.5):
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                pytest.fail(f"cashcycle up exited before it was ready\n{self.diagnostics()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"cashcycle up not ready after {READY_TIMEOUT:.0f}s\n{self.diagnostics()}")
+        self.children = descendants(self.proc.pid)
+
+    def child(self, needle: str) -> str:
+        found = [cmd for cmd in self.children.values() if needle in cmd]
+        assert len(found) == 1, f"expected one child running {needle!r}: {self.children}"
+        return found[0]
+
+    def ports(self) -> dict[str, int]:
+        temporal = self.child("server start-dev")
+        return {
+            "api": self.port,
+            "temporal": option(temporal, "--port"),
+            "temporal web ui": option(temporal, "--ui-port"),
+            "mail capture": option(self.child("mail-capture"), "--port"),
+            "api child": option(self.child("api.cli api"), "--port"),
+        }
+
+    def interrupt(self) -> int:
+        """Ctrl-C, as a user stops it; the exit code, or a failure if it does not stop in time."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            code = self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"cashcycle up still running {STOP_TIMEOUT:.0f}s after Ctrl-C\n{self.diagnostics()}")
+        self._reader.join(10)
+        return code
+
+    def kill_everything(self) -> None:
+        """Whatever is left of what this test started, by pid: `up` and each child's own group."""
+        leftovers = {**self.children, **descendants(self.proc.pid)}
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        for pid, command in leftovers.items():
+            if alive(pid, command):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def cashcycle_up(
+    data_dir: Path, port: int, env: dict[str, str], demo: bool, from_script: bool = False
+) -> Iterator[Up]:
+    up = Up(data_dir, port, env, demo, from_script)
+    try:
+        up.wait_ready()
+        yield up
+    finally:
+        up.kill_everything()
+
+
+def stop_and_check_nothing_is_left(up: Up) -> None:
+    ports = up.ports()
+    code = up.interrupt()
+    assert code == 0, f"cashcycle up exited with {code} on Ctrl-C\n{up.diagnostics()}"
+    assert up.lines[-1] == "Stopped.", up.diagnostics()
+    # Every child stopped on its signal, by itself and cleanly: none had to be killed, none crashed.
+    stopping = up.lines[up.lines.index("Press Ctrl-C to stop.") + 1 :]
+    assert stopping == ["Stopped."], up.diagnostics()
+    running = {pid: cmd for pid, cmd in up.children.items() if alive(pid, cmd)}
+    assert not running, f"children still running after Ctrl-C: {running}\n{up.diagnostics()}"
+    still_open = {name: port for name, port in ports.items() if listening(port)}
+    assert not still_open, f"ports still listening after Ctrl-C: {still_open}"
+
+
+class Api:
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=60)
+        self.tokens: dict[str, str] = {}
+
+    def login(self, username: str, password: str = DEMO_PASSWORD) -> httpx.Response:
+        r = self.http.post("/api/v1/auth/token", data={"username": username, "password": password})
+        if r.status_code == 200:
+            self.tokens[username] = r.json()["access_token"]
+        return r
+
+    def get(self, username: str, path: str, **params: Any) -> Any:
+        r = self.http.get(path, params=params, headers={"Authorization": f"Bearer {self.tokens[username]}"})
+        assert r.status_code == 200, f"GET {path} as {username}: {r.status_code} {r.text}"
+        return r.json()
+
+    def post(self, username: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        return self.http.post(path, json=body, headers={"Authorization": f"Bearer {self.tokens[username]}"})
+
+    def all_invoices(self, username: str) -> list[dict[str, Any]]:
+        """Every invoice, page by page (small pages, so that the cursor is exercised)."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = self.get(username, "/api/v1/invoices", limit=7, **({"cursor": cursor} if cursor else {}))
+            items += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return items
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def aging_bucket(due: date, today: date) -> str:
+    days = (today - due).days
+    if days <= 0:
+        return "current"
+    for bound, name in ((30, "1-30"), (60, "31-60"), (90, "61-90"), (120, "91-120")):
+        if days <= bound:
+            return name
+    return "120+"
+
+
+def outbox(data_dir: Path) -> list[email.message.EmailMessage]:
+    return [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+        for p in sorted((data_dir / "outbox").glob("*.eml"))
+    ]
+
+
+def check_demo_data(api: Api, data_dir: Path) -> dict[str, tuple[str, str, str, str]]:
+    """The seeded company as the demo users see it; returns each invoice's identity and figures."""
+    today = date.today()
+    customers = {c["id"]: c for c in api.get("erp", "/api/v1/customers")}
+    assert len(customers) == 20, sorted(c["name"] for c in customers.values())
+    assert {c["currency"] for c in customers.values()} == {"EUR", "GBP", "USD", "CHF"}
+    assert {c["payment_terms_days"] for c in customers.values()} == {15, 30, 45, 60}
+
+    invoices = api.all_invoices("supervisor")
+    assert len(invoices) == DEMO_INVOICES
+    assert len({inv["id"] for inv in invoices}) == DEMO_INVOICES, "the cursor repeated invoices"
+    # Numbers are allocated when an invoice is issued (delivered): gapless over issued invoices only.
+    assert all(inv["number"] is None for inv in invoices if not inv["delivered_at"])
+    series: dict[str, list[int]] = {}
+    for inv in invoices:
+        if inv["delivered_at"]:
+            prefix, _, n = inv["number"].rpartition("-")
+            series.setdefault(prefix, []).append(int(n))
+    assert series and all(sorted(ns) == list(range(1, len(ns) + 1)) for ns in series.values()), series
+    by_status: dict[str, list[dict[str, Any]]] = {}
+    for inv in invoices:
+        by_status.setdefault(inv["status"], []).append(inv)
+    assert set(by_status) == set(DEMO_STATUSES), {s: len(v) for s, v in by_status.items()}
+
+    open_items = by_status["submitted"] + by_status["partially_paid"]
+    buckets = {aging_bucket(date.fromisoformat(inv["due_date"]), today) for inv in open_items}
+    assert buckets == {"current", "1-30", "31-60", "61-90", "91-120", "120+"}
+    for inv in by_status["partially_paid"]:
+        assert 0 < float(inv["amount_paid"]) < float(inv["total"]), inv
+    for inv in by_status["paid"]:
+        assert inv["amount_due"] == "0.00" and inv["amount_paid"] == inv["total"], inv
+    for inv in by_status["approved"]:
+        # Approved ahead of its issue date: the workflow holds it, nothing was sent yet.
+        assert date.fromisoformat(inv["issue_date"]) > today and inv["delivered_at"] is None, inv
+        assert {a["approver"] for a in inv["approvals"]} <= APPROVERS and inv["approvals"], inv
+
+    for inv in invoices:
+        history = api.get("supervisor", f"/api/v1/invoices/{inv['id']}/history")
+        events = [h["event"] for h in history]
+        assert events[0] == "create" and history[-1]["to_status"] == inv["status"], (inv["number"], events)
+        for h in history:
+            assert h["actor"] in ACTORS[h["event"]], (inv["number"], h["event"], h["actor"])
+        delivered = inv["status"] in ("submitted", "partially_paid", "paid")
+        assert ("deliver" in events) == delivered, (inv["number"], events)
+        if inv["status"] == "void":
+            assert history[-1]["reason"], "a void needs its reason"
+
+    mails = outbox(data_dir)
+    delivered_numbers = {inv["number"]: inv for inv in invoices if inv["delivered_at"]}
+    assert sorted(m["Subject"].split()[1] for m in mails) == sorted(delivered_numbers), (
+        "one mail per delivery"
+    )
+    for mail in mails:
+        inv = delivered_numbers[mail["Subject"].split()[1]]
+        assert mail["To"] == customers[inv["customer_id"]]["email"]
+    return {inv["id"]: (inv["number"], inv["status"], inv["amount_paid"], inv["total"]) for inv in invoices}
+
+
+def test_up_demo_seeds_through_the_api_stops_on_ctrl_c_and_restarts_without_reseeding(
+    tmp_path: Path, bytecode_cache: Path
+) -> None:
+    data_dir = tmp_path / "cashcycle"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CASHCYCLE_", "TEMPORAL_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(
+        CASHCYCLE_DEMO_INVOICES=str(DEMO_INVOICES),
+        PYTHONUNBUFFERED="1",
+        PYTHONPYCACHEPREFIX=str(bytecode_cache),
+    )
+    port = free_port()
+
+    with cashcycle_up(data_dir, port, env, demo=True) as up:
+        assert "demo data ready: 30 invoices" in up.output, up.output
+        api = Api(f"http://127.0.0.1:{port}")
+        try:
+            health = api.http.get("/healthz")
+            assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+            for username, _ in DEMO_USERS:
+                r = api.login(username)
+                assert r.status_code == 200, f"{username}: {r.status_code} {r.text}"
+            assert api.login("approver", "not-the-password").status_code == 401
+            seeded = check_demo_data(api, data_dir)
+        finally:
+            api.close()
+        stop_and_check_nothing_is_left(up)
+
+    store = open_store(f"sqlite:///{data_dir / 'cashcycle.db'}")
+    try:
+        with reading(store) as session:
+            chain = verify_chain(session, "ACME")
+    finally:
+        store.dispose()
+    assert chain.intact and chain.entries > DEMO_INVOICES, chain
+    mails_before = len(outbox(data_dir))
+
+    # Start again on the same data and the same port, as a user does after Ctrl-C; this time as a
+    # script would start it.
+    with cashcycle_up(data_dir, port, env, demo=True, from_script=True) as up:
+        assert "the store already holds invoices: demo data is not seeded again" in up.output, up.output
+        assert "invoices created" not in up.output
+        api = Api(f"http://127.0.0.1:{port}")
+        try:
+            for username in ("supervisor", "preparer", "erp"):
+                assert api.login(username).status_code == 200
+            again = api.all_invoices("supervisor")
+            after_restart = {i["id"]: (i["number"], i["status"], i["amount_paid"], i["total"]) for i in again}
+            assert after_restart == seeded
+            assert len(api.get("erp", "/api/v1/customers")) == 20
+            # The workflows survived the restart in Temporal's own store: a draft still takes commands.
+            draft = next(inv for inv in again if inv["status"] == "draft")
+            r = api.post("preparer", f"/api/v1/invoices/{draft['id']}/submit")
+            assert r.status_code == 200 and r.json()["status"] == "pending_approval", r.text
+        finally:
+            api.close()
+        stop_and_check_nothing_is_left(up)
+
+    assert len(outbox(data_dir)) == mails_before, "a restart must not deliver anything again"
+    with sqlite3.connect(data_dir / "cashcycle.db") as db:
+        grants = db.execute("SELECT payload FROM ledger_entry WHERE event = 'role_granted'").fetchall()
+        users = db.execute("SELECT count(*) FROM app_user").fetchone()[0]
+    assert sorted(json.loads(p)["username"] + ":" + json.loads(p)["role"] for (p,) in grants) == sorted(
+        f"{u}:{r}" for u, roles in DEMO_USERS for r in roles
+    )
+    assert users == len(DEMO_USERS)

@@ -1,0 +1,126 @@
+"""The Cashcycle worker: builds the activity objects with their clients and runs the Temporal worker.
+
+Run it with `cashcycle worker` (production) or let `cashcycle up` start it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.approval_matrix import MatrixFile
+from activities.approvals import ApprovalActivities
+from activities.db import Store, migrate, open_store, writing
+from activities.delivery import DeliveryActivities, SmtpConfig
+from activities.directory import record_policy_files
+from activities.settings import Settings, get_settings
+from activities.temporal import connect, ensure_search_attributes
+from activities.transitions import TransitionActivities
+from workflows.invoice import InvoiceWorkflow
+
+log = logging.getLogger("cashcycle.worker")
+
+# Workflow modules that are pure (no I/O, no clock, no randomness, no mutable module state): the sandbox
+# imports them once, with the worker, instead of executing them again for every workflow run, where
+# re-creating their dataclasses and enums cost more CPU than the invoice workflow's own code.
+# workflows/invoice.py itself stays sandboxed: it is the code whose determinism the sandbox guards.
+PASSTHROUGH_WORKFLOW_MODULES = (
+    "workflows.types",
+    "workflows.states",
+    "workflows.errors",
+    "workflows.approval",
+)
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_WORKFLOW_MODULES)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
+def smtp_config(settings: Settings) -> SmtpConfig:
+    return SmtpConfig(
+        host=settings.smtp_host or "127.0.0.1",
+        port=settings.smtp_port,
+        mail_from=settings.mail_from,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+    )
+
+
+def matrix_file(settings: Settings) -> MatrixFile:
+    return MatrixFile(Path(settings.approval_matrix_file)) if settings.approval_matrix_file else MatrixFile()
+
+
+def build_worker(
+    client: Client,
+    store: Store,
+    smtp: SmtpConfig,
+    task_queue: str,
+    executor: ThreadPoolExecutor,
+    matrix: MatrixFile | None = None,
+) -> Worker:
+    transitions = TransitionActivities(store)
+    delivery = DeliveryActivities(store, smtp)
+    approvals = ApprovalActivities(store, smtp, matrix)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[InvoiceWorkflow],
+        workflow_runner=workflow_runner(),
+        activities=[
+            transitions.record_invoice_transition,
+            delivery.deliver_invoice,
+            approvals.plan_approval,
+            approvals.notify_approval_sla,
+        ],
+        activity_executor=executor,
+        max_concurrent_activities=16,
+        max_concurrent_local_activities=16,
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    migrate(settings.sqlalchemy_url)
+    store = open_store(settings.sqlalchemy_url)
+    with writing(store) as session:
+        record_policy_files(session)  # evidence of the policy files in force when this worker started
+    client = await connect(settings.temporal_address or "127.0.0.1:7233", settings.temporal_namespace)
+    await ensure_search_attributes(client)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        worker = build_worker(
+            client, store, smtp_config(settings), settings.task_queue, executor, matrix_file(settings)
+        )
+        async with worker:
+            log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+            await stop.wait()
+    store.dispose()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(get_settings()))
+    # The worker has drained and the store is closed. Exit without interpreter finalisation: the Temporal
+    # runtime's native threads can still call into Python while it tears down (seen as a fatal
+    # PyGILState_Release at exit in about one stop in ten).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,603 @@
+"""InvoiceWorkflow: one durable workflow per invoice, from the ERP's draft to paid (or void).
+
+Workflow id: ``invoice_workflow_id(legal_entity, external_id)``, so a second start for the same ERP
+document finds the first.
+
+Updates (each refusable by a validator that leaves no trace in history):
+    await_created  -- returns the state once creation is recorded (used with update-with-start)
+    edit           -- replace the draft; pulls a pending invoice back to draft, voids every approval
+    submit         -- draft -> pending_approval, with the approval tiers the matrix requires now
+    approve        -- one tier; the last one moves it to approved (rules in workflows/approval.py)
+    reassign       -- a supervisor hands the current tier to a named approver
+    reject         -- pending_approval -> draft, reason required
+    void           -- before delivery only, reason required
+    apply_payment  -- a receipt's allocation: partially_paid or paid; over-allocation refused
+Queries:
+    state          -- the InvoiceState as last recorded
+Timers: while a tier waits, a reminder to its approvers and then an alert to the supervisors (the
+approval SLA); after approval, the release at the issue date, then delivery and `submitted`.
+Every transition is appended to the evidence ledger and the read model by the
+`record_invoice_transition` activity before the new state is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows import states
+from workflows.approval import approval_refusal, assignee_of, current_tier, plan_summary
+from workflows.errors import refuse
+from workflows.states import Event, Status
+from workflows.types import (
+    Actor,
+    Approval,
+    ApprovalPlan,
+    ApproveCommand,
+    Assignment,
+    Authority,
+    Command,
+    DeliveryRequest,
+    DeliveryResult,
+    EditCommand,
+    InvoiceDraft,
+    InvoiceInput,
+    InvoiceState,
+    NotifyRequest,
+    NotifyResult,
+    PaymentApplied,
+    PaymentCommand,
+    PlanRequest,
+    ReassignCommand,
+    RecordResult,
+    TransitionRecord,
+)
+
+SA_STATUS = SearchAttributeKey.for_keyword("CashcycleStatus")
+SA_ENTITY = SearchAttributeKey.for_keyword("CashcycleLegalEntity")
+SA_CUSTOMER = SearchAttributeKey.for_keyword("CashcycleCustomerId")
+SA_AMOUNT_DUE = SearchAttributeKey.for_int("CashcycleAmountDue")
+SA_DUE_DATE = SearchAttributeKey.for_datetime("CashcycleDueDate")
+SA_STATUS_SINCE = SearchAttributeKey.for_datetime("CashcycleStatusSince")
+SEARCH_ATTRIBUTES = (SA_STATUS, SA_ENTITY, SA_CUSTOMER, SA_AMOUNT_DUE, SA_DUE_DATE, SA_STATUS_SINCE)
+
+TASK_QUEUE = "cashcycle"
+SYSTEM = Actor(username="system", roles=["system"], rule="workflow")
+
+
+def invoice_workflow_id(legal_entity: str, external_id: str) -> str:
+    return f"invoice/{legal_entity}/{external_id}"
+
+
+@workflow.defn
+class InvoiceWorkflow:
+    @workflow.init
+    def __init__(self, inp: InvoiceInput) -> None:
+        self._inp = inp
+        self._status: Status | None = None
+        self._draft: InvoiceDraft = inp.draft
+        self._number = ""
+        self._editors: list[str] = []
+        self._submitters: list[str] = []
+        self._approvals: list[Approval] = []
+        self._plan: ApprovalPlan | None = None
+        self._assignments: list[Assignment] = []
+        self._tier_since = ""
+        self._escalated = False
+        self._submission = 0
+        self._notifications = 0
+        self._payments: list[PaymentApplied] = []
+        self._status_since = ""
+        self._seq = 0
+        self._delivered_at: str | None = None
+        self._published: InvoiceState | None = None  # the last recorded state; what queries see
+        # True from the start of a delivery until it is recorded. The store says `submitted` as soon as the
+        # recording activity commits, before this workflow has moved (and, after a worker crash, until the
+        # replay catches up): a payment sent on the store's word then waits for the lock, not a refusal.
+        self._delivering = False
+        # Transitions run one at a time: two approvals racing are serialised here, and the loser is
+        # refused against the state the winner left.
+        self._lock = asyncio.Lock()
+
+    # -- the lifecycle -------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: InvoiceInput) -> InvoiceState:
+        async with self._lock:
+            await self._transition(Event.CREATE, inp.actor, "", inp.request_id)
+        while self._status not in states.TERMINAL:
+            if self._status == Status.APPROVED:
+                await self._release_and_deliver()
+            elif self._status == Status.PENDING_APPROVAL:
+                await self._watch_approval_sla()
+            else:
+                await self._wait_to_leave(self._status)
+        # Let in-flight update handlers finish so their callers get an answer, not a closed workflow.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._state()
+
+    def _sla_key(self) -> tuple[Status | None, int, int, str | None]:
+        tier = len(self._approvals) + 1
+        return (self._status, self._submission, tier, assignee_of(self._state(), tier))
+
+    async def _watch_approval_sla(self) -> None:
+        """Remind the tier's approvers, then alert the supervisors; any move of the tier restarts it."""
+        key = self._sla_key()
+        cfg = self._inp.config
+        if await self._wait_until(lambda: self._sla_key() != key, cfg.approval_reminder_seconds):
+            return
+        await self._notify_and_record(Event.REMIND_APPROVERS, "approval_reminder", key)
+        if self._sla_key() != key:
+            return
+        rest = max(cfg.approval_escalation_seconds - cfg.approval_reminder_seconds, 0.0)
+        if await self._wait_until(lambda: self._sla_key() != key, rest):
+            return
+        await self._notify_and_record(Event.ESCALATE_APPROVAL, "approval_escalation", key)
+        await workflow.wait_condition(lambda: self._sla_key() != key)
+
+    async def _notify_and_record(self, event: Event, kind: str, key: tuple[object, ...]) -> None:
+        async with self._lock:
+            tier = current_tier(self._state())
+            if self._sla_key() != key or tier is None:
+                return
+            self._notifications += 1
+            sent = await workflow.execute_activity(
+                "notify_approval_sla",
+                NotifyRequest(
+                    workflow.info().workflow_id,
+                    self._notifications,
+                    kind,
+                    self._state(),
+                    tier.level,
+                    tier.role,
+                    assignee_of(self._state(), tier.level),
+                ),
+                result_type=NotifyResult,
+                start_to_close_timeout=timedelta(seconds=self._inp.config.delivery_timeout_seconds),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=5)),
+            )
+            if event == Event.ESCALATE_APPROVAL:
+                self._escalated = True
+            who = ", ".join(sent.recipients) or "nobody (no user holds the role)"
+            await self._transition(
+                event, SYSTEM, f"tier {tier.level} ({tier.role}) waiting; notified {who}", ""
+            )
+
+    async def _release_and_deliver(self) -> None:
+        release_at = datetime.fromisoformat(self._draft.release_at)
+        wait = (release_at - workflow.now()).total_seconds()
+        if wait > 0:
+            # Durable timer: an invoice approved ahead of its issue date goes out on that date.
+            if await self._wait_until(lambda: self._status != Status.APPROVED, wait):
+                return
+        async with self._lock:
+            if self._status != Status.APPROVED:
+                return
+            self._delivering = True
+            try:
+                cfg = self._inp.config
+                delivery = await workflow.execute_activity(
+                    "deliver_invoice",
+                    DeliveryRequest(
+                        self._inp.invoice_id, workflow.info().workflow_id, self._seq + 1, self._state()
+                    ),
+                    result_type=DeliveryResult,
+                    start_to_close_timeout=timedelta(seconds=cfg.delivery_timeout_seconds),
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(seconds=1),
+                        maximum_interval=timedelta(seconds=cfg.delivery_retry_max_interval_seconds),
+                    ),
+                )
+                self._delivered_at = workflow.now().isoformat()
+                self._number = delivery.number or self._number
+                await self._transition(
+                    Event.DELIVER,
+                    replace(SYSTEM, rule="workflow:deliver"),
+                    f"{delivery.channel} to {delivery.recipient}",
+                    "",
+                )
+            finally:
+                self._delivering = False
+
+    async def _wait_to_leave(self, status: Status | None) -> None:
+        await workflow.wait_condition(lambda: self._status != status)
+
+    async def _wait_until(self, condition: Callable[[], bool], seconds: float) -> bool:
+        try:
+            await workflow.wait_condition(condition, timeout=seconds)
+            return True
+        except TimeoutError:
+            return False
+
+    # -- updates -------------------------------------------------------------------------------
+
+    @workflow.update
+    async def await_created(self) -> InvoiceState:
+        await workflow.wait_condition(lambda: self._published is not None)
+        return self._state()
+
+    @workflow.update
+    async def edit(self, cmd: EditCommand) -> InvoiceState:
+        async with self._lock:
+            self._check(Event.EDIT)
+            self._draft = cmd.draft
+            if cmd.actor.username not in self._editors:
+                self._editors.append(cmd.actor.username)
+            voided = [f"tier {a.tier} by {a.approver}" for a in self._approvals]
+            # Any edit voids every approval given so far: what was approved is not what is there now.
+            self._approvals, self._plan, self._assignments, self._escalated = [], None, [], False
+            reason = f"edited; approvals voided: {', '.join(voided)}" if voided else "edited"
+            await self._transition(Event.EDIT, cmd.actor, reason, self._update_id())
+        return self._state()
+
+    @edit.validator
+    def _validate_edit(self, cmd: EditCommand) -> None:
+        self._check(Event.EDIT)
+        if cmd.draft.currency != self._draft.currency and self._payments:
+            raise refuse("invalid_command", "the currency of an invoice with payments cannot change")
+
+    @workflow.update
+    async def submit(self, cmd: Command) -> InvoiceState:
+        async with self._lock:
+            self._check(Event.SUBMIT)
+            # The tiers come from the matrix as it is now, read by an activity: a client cannot choose
+            # them, and an invoice already in approval keeps the version it was submitted under.
+            d = self._draft
+            plan = await workflow.execute_local_activity(
+                "plan_approval",
+                PlanRequest(self._inp.legal_entity, "invoice", d.total_minor, d.currency, d.exchange_rate),
+                result_type=ApprovalPlan,
+                start_to_close_timeout=timedelta(seconds=self._inp.config.record_timeout_seconds),
+            )
+            self._check(Event.SUBMIT)
+            self._plan, self._approvals, self._assignments, self._escalated = plan, [], [], False
+            self._submission += 1
+            self._tier_since = workflow.now().isoformat()
+            if cmd.actor.username not in self._submitters:
+                self._submitters.append(cmd.actor.username)
+            reason = f"{cmd.comment} [tiers {plan_summary(plan)}]".strip()
+            await self._transition(Event.SUBMIT, cmd.actor, reason, self._update_id())
+        return self._state()
+
+    @submit.validator
+    def _validate_submit(self, cmd: Command) -> None:
+        self._check(Event.SUBMIT)
+
+    @workflow.update
+    async def approve(self, cmd: ApproveCommand) -> InvoiceState:
+        async with self._lock:
+            self._check_approval(cmd)
+            tier = current_tier(self._state())
+            assert tier is not None and self._plan is not None  # checked above
+            last = tier.level == len(self._plan.tiers)
+            self._approvals.append(
+                Approval(
+                    cmd.actor.username,
+                    workflow.now().isoformat(),
+                    cmd.comment,
+                    tier.level,
+                    tier.role,
+                    cmd.on_behalf_of,
+                )
+            )
+            since, self._tier_since, escalated, self._escalated = (
+                self._tier_since,
+                workflow.now().isoformat(),
+                self._escalated,
+                False,
+            )
+            event = Event.APPROVE if last else Event.APPROVE_TIER
+            reason = f"tier {tier.level} ({tier.role})"
+            if cmd.on_behalf_of:
+                reason += f" on behalf of {cmd.on_behalf_of}"
+            if cmd.comment:
+                reason += f": {cmd.comment}"
+            try:
+                await self._transition(
+                    event,
+                    cmd.actor,
+                    reason,
+                    self._update_id(),
+                    authority=Authority(cmd.actor.username, tier.role, cmd.on_behalf_of),
+                )
+            except ApplicationError:
+                self._approvals.pop()
+                self._tier_since, self._escalated = since, escalated
+                raise
+        return self._state()
+
+    @approve.validator
+    def _validate_approve(self, cmd: ApproveCommand) -> None:
+        self._check_approval(cmd)
+
+    @workflow.update
+    async def reassign(self, cmd: ReassignCommand) -> InvoiceState:
+        async with self._lock:
+            self._check_reassign(cmd)
+            self._assignments.append(
+                Assignment(cmd.tier, cmd.assignee, cmd.actor.username, workflow.now().isoformat(), cmd.reason)
+            )
+            since, escalated = self._tier_since, self._escalated
+            self._tier_since, self._escalated = workflow.now().isoformat(), False
+            try:
+                await self._transition(
+                    Event.REASSIGN_APPROVAL,
+                    cmd.actor,
+                    f"tier {cmd.tier} reassigned to {cmd.assignee}: {cmd.reason}",
+                    self._update_id(),
+                    authority=Authority(cmd.actor.username, "ar_supervisor"),
+                )
+            except ApplicationError:
+                self._assignments.pop()
+                self._tier_since, self._escalated = since, escalated
+                raise
+        return self._state()
+
+    @reassign.validator
+    def _validate_reassign(self, cmd: ReassignCommand) -> None:
+        self._check_reassign(cmd)
+
+    @workflow.update
+    async def reject(self, cmd: Command) -> InvoiceState:
+        async with self._lock:
+            self._check(Event.REJECT)
+            self._plan, self._approvals, self._assignments, self._escalated = None, [], [], False
+            await self._transition(Event.REJECT, cmd.actor, cmd.comment, self._update_id())
+        return self._state()
+
+    @reject.validator
+    def _validate_reject(self, cmd: Command) -> None:
+        self._check(Event.REJECT)
+        if not cmd.comment.strip():
+            raise refuse("invalid_command", "a rejection needs a reason", field="reason")
+
+    @workflow.update
+    async def void(self, cmd: Command) -> InvoiceState:
+        async with self._lock:
+            self._check(Event.VOID)
+            await self._transition(Event.VOID, cmd.actor, cmd.comment, self._update_id())
+        return self._state()
+
+    @void.validator
+    def _validate_void(self, cmd: Command) -> None:
+        self._check(Event.VOID)
+        if not cmd.comment.strip():
+            raise refuse("invalid_command", "voiding needs a reason", field="reason")
+
+    @workflow.update
+    async def apply_payment(self, cmd: PaymentCommand) -> InvoiceState:
+        async with self._lock:
+            event = self._check_payment(cmd.payment)
+            self._payments.append(cmd.payment)
+            await self._transition(
+                event, cmd.actor, f"payment {cmd.payment.reference}", self._update_id(), payment=cmd.payment
+            )
+        return self._state()
+
+    @apply_payment.validator
+    def _validate_apply_payment(self, cmd: PaymentCommand) -> None:
+        if self._delivering and self._status == Status.APPROVED:
+            return  # the handler checks, under the lock, once the delivery is recorded
+        self._check_payment(cmd.payment)
+
+    @workflow.query
+    def state(self) -> InvoiceState | None:
+        """The invoice as last recorded in the ledger (None until creation is recorded)."""
+        return self._published
+
+    # -- rules ---------------------------------------------------------------------------------
+
+    def _check(self, event: Event) -> Status:
+        try:
+            return states.apply(self._status, event)
+        except states.TransitionRefused as exc:
+            raise refuse(
+                "transition_refused",
+                str(exc),
+                status=self._status.value if self._status else None,
+                event=event.value,
+            ) from None
+
+    def _check_approval(self, cmd: ApproveCommand) -> None:
+        # Checked here as the last line even if the API has a bug; the rules are in workflows/approval.py.
+        why = approval_refusal(self._state(), cmd.actor, cmd.tier, cmd.on_behalf_of)
+        if why is not None:
+            if why.code == "transition_refused":
+                raise refuse(
+                    why.code,
+                    why.message,
+                    status=self._status.value if self._status else None,
+                    event="approve",
+                )
+            raise refuse(why.code, why.message, rule=why.rule)
+
+    def _check_reassign(self, cmd: ReassignCommand) -> None:
+        self._check(Event.REASSIGN_APPROVAL)
+        tier = current_tier(self._state())
+        if tier is None or cmd.tier != tier.level:
+            raise refuse(
+                "tier_already_approved",
+                f"tier {cmd.tier} is not the tier waiting for approval",
+                rule="reassign_current_tier",
+            )
+        if not cmd.reason.strip():
+            raise refuse("invalid_command", "a reassignment needs a reason", field="reason")
+        if "ar_supervisor" not in cmd.actor.roles:
+            raise refuse(
+                "no_authority", "only a supervisor reassigns an approval", rule="supervisor_reassigns"
+            )
+        probe = approval_refusal(self._state(), Actor(cmd.assignee, [tier.role]), tier.level)
+        if probe is not None and probe.code == "segregation_of_duties" and probe.rule != "reassigned":
+            raise refuse(
+                "segregation_of_duties",
+                f"{cmd.assignee} cannot approve this invoice: {probe.message}",
+                rule=probe.rule,
+            )
+
+    def _check_payment(self, payment: PaymentApplied) -> Event:
+        if any(p.payment_id == payment.payment_id for p in self._payments):
+            raise refuse(
+                "already_applied", f"payment {payment.payment_id} is already applied to this invoice"
+            )
+        if self._status not in states.OPEN_RECEIVABLE:
+            where = self._status.value if self._status else None
+            raise refuse(
+                "transition_refused",
+                f"cannot apply a payment to an invoice in status {where}",
+                status=where,
+                event="record_payment",
+            )
+        if payment.currency != self._draft.currency:
+            raise refuse(
+                "currency_mismatch",
+                f"payment in {payment.currency} cannot pay an invoice in {self._draft.currency}",
+            )
+        due = self._amount_due()
+        if payment.amount_minor <= 0:
+            raise refuse("invalid_command", "an allocation must be positive", field="amount")
+        if payment.amount_minor > due:
+            raise refuse(
+                "over_allocation",
+                f"allocation {payment.amount_minor} exceeds the amount due {due}",
+                amount_due_minor=due,
+                allocated_minor=payment.amount_minor,
+            )
+        event = Event.RECORD_FINAL_PAYMENT if payment.amount_minor == due else Event.RECORD_PARTIAL_PAYMENT
+        self._check(event)
+        return event
+
+    # -- mechanics -----------------------------------------------------------------------------
+
+    def _amount_due(self) -> int:
+        return self._draft.total_minor - sum(p.amount_minor for p in self._payments)
+
+    def _update_id(self) -> str:
+        info = workflow.current_update_info()
+        return info.id if info else ""
+
+    async def _transition(
+        self,
+        event: Event,
+        actor: Actor,
+        reason: str,
+        request_id: str,
+        payment: PaymentApplied | None = None,
+        authority: Authority | None = None,
+    ) -> None:
+        """Record the transition (ledger + read model), then make it the workflow's state.
+
+        Raises a `no_authority` refusal, recording nothing, when the store says the approver does not
+        hold the role the tier needs (so a client talking to Temporal directly cannot claim roles)."""
+        to = states.apply(self._status, event)
+        now = workflow.now().isoformat()
+        info = workflow.info()
+        seq = self._seq + 1
+        next_state = replace(
+            self._state(),
+            status=to.value,
+            transition_seq=seq,
+            status_since=now if to != self._status else self._status_since,
+        )
+        record = TransitionRecord(
+            legal_entity=self._inp.legal_entity,
+            object_type="invoice",
+            object_id=self._inp.invoice_id,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            transition_seq=seq,
+            event=event.value,
+            from_status=self._status.value if self._status else None,
+            to_status=to.value,
+            actor=actor,
+            reason=reason,
+            at=now,
+            request_id=request_id,
+            state=next_state,
+            payment=payment,
+            authority=authority,
+        )
+        timeout = timedelta(seconds=self._inp.config.record_timeout_seconds)
+        retry = RetryPolicy(
+            initial_interval=timedelta(milliseconds=200),
+            maximum_interval=timedelta(seconds=10),
+            non_retryable_error_types=["no_authority"],
+        )
+        try:
+            if workflow.current_update_info() is not None:
+                # A command's transition is recorded by a regular activity. Scheduling it completes the
+                # workflow task, so the command's acceptance is in the history before its effects reach
+                # the store: a worker that dies now leaves a command Temporal finishes on another worker,
+                # never a ledger entry the workflow knows nothing about (as a local activity inside the
+                # accepting task would, if the task is lost with the worker).
+                result = await workflow.execute_activity(
+                    "record_invoice_transition",
+                    record,
+                    result_type=RecordResult,
+                    start_to_close_timeout=timeout,
+                    retry_policy=retry,
+                )
+            else:
+                # Transitions the workflow makes by itself follow an event already in the history (a
+                # timer, an activity's result, the start): a lost task replays to the same record. A local
+                # activity then spares a round trip through the task queue; the write is idempotent on
+                # (workflow id, seq).
+                result = await workflow.execute_local_activity(
+                    "record_invoice_transition",
+                    record,
+                    result_type=RecordResult,
+                    start_to_close_timeout=timeout,
+                    retry_policy=retry,
+                )
+        except ActivityError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == "no_authority":
+                raise refuse("no_authority", cause.message, rule="tier_role") from None
+            raise
+        self._seq = seq
+        if to != self._status:
+            self._status_since = now
+        self._status = to
+        self._number = result.number or self._number
+        self._published = self._state()
+        due_date = datetime.fromisoformat(self._draft.due_date + "T00:00:00+00:00")
+        workflow.upsert_search_attributes(
+            [
+                SA_STATUS.value_set(to.value),
+                SA_ENTITY.value_set(self._inp.legal_entity),
+                SA_CUSTOMER.value_set(self._draft.customer_id),
+                SA_AMOUNT_DUE.value_set(self._amount_due()),
+                SA_DUE_DATE.value_set(due_date),
+                SA_STATUS_SINCE.value_set(datetime.fromisoformat(self._status_since)),
+            ]
+        )
+
+    def _state(self) -> InvoiceState:
+        return InvoiceState(
+            invoice_id=self._inp.invoice_id,
+            workflow_id=workflow.info().workflow_id,
+            legal_entity=self._inp.legal_entity,
+            external_id=self._inp.external_id,
+            number=self._number,
+            status=self._status.value if self._status else "",
+            draft=self._draft,
+            created_by=self._inp.actor.username,
+            editors=list(self._editors),
+            approvals=list(self._approvals),
+            amount_paid_minor=sum(p.amount_minor for p in self._payments),
+            payments=[p.payment_id for p in self._payments],
+            status_since=self._status_since,
+            transition_seq=self._seq,
+            delivered_at=self._delivered_at,
+            submitters=list(self._submitters),
+            plan=self._plan,
+            assignments=list(self._assignments),
+            tier_since=self._tier_since,
+            escalated=self._escalated,
+            submission=self._submission,
+        )

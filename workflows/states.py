@@ -1,0 +1,117 @@
+"""The invoice state machine: statuses, events and the one table of allowed transitions.
+
+Pure and dependency-free on purpose: the workflow uses it to move, the update validators use it to
+refuse, and the API and UI use it to show only the actions that are possible now.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    DRAFT = "draft"
+    PENDING_APPROVAL = "pending_approval"
+    APPROVED = "approved"
+    SUBMITTED = "submitted"
+    PORTAL_REJECTED = "portal_rejected"
+    ACCEPTED = "accepted"
+    PARTIALLY_PAID = "partially_paid"
+    PAID = "paid"
+    DISPUTED = "disputed"
+    VOID = "void"
+    WRITTEN_OFF = "written_off"
+
+
+class Event(StrEnum):
+    CREATE = "create"
+    EDIT = "edit"
+    SUBMIT = "submit"
+    APPROVE_TIER = "approve_tier"  # one tier approved, more to go
+    APPROVE = "approve"  # the last tier approved
+    REMIND_APPROVERS = "remind_approvers"
+    ESCALATE_APPROVAL = "escalate_approval"
+    REASSIGN_APPROVAL = "reassign_approval"
+    REJECT = "reject"
+    VOID = "void"
+    DELIVER = "deliver"
+    PORTAL_REJECT = "portal_reject"
+    PORTAL_ACCEPT = "portal_accept"
+    FIX = "fix"
+    RECORD_PARTIAL_PAYMENT = "record_partial_payment"
+    RECORD_FINAL_PAYMENT = "record_final_payment"
+    DISPUTE = "dispute"
+    RESOLVE_DISPUTE = "resolve_dispute"
+    WRITE_OFF = "write_off"
+
+
+S, E = Status, Event
+
+# (from status, event) -> to status. `None` as the from-status is the workflow's birth.
+# Anything not in this table is refused, with the current status named.
+TRANSITIONS: dict[tuple[Status | None, Event], Status] = {
+    (None, E.CREATE): S.DRAFT,
+    (S.DRAFT, E.EDIT): S.DRAFT,
+    (S.DRAFT, E.SUBMIT): S.PENDING_APPROVAL,
+    (S.DRAFT, E.VOID): S.VOID,
+    # Editing while approval is pending pulls the invoice back to draft and voids every approval.
+    (S.PENDING_APPROVAL, E.EDIT): S.DRAFT,
+    (S.PENDING_APPROVAL, E.APPROVE_TIER): S.PENDING_APPROVAL,
+    (S.PENDING_APPROVAL, E.APPROVE): S.APPROVED,
+    (S.PENDING_APPROVAL, E.REMIND_APPROVERS): S.PENDING_APPROVAL,
+    (S.PENDING_APPROVAL, E.ESCALATE_APPROVAL): S.PENDING_APPROVAL,
+    (S.PENDING_APPROVAL, E.REASSIGN_APPROVAL): S.PENDING_APPROVAL,
+    (S.PENDING_APPROVAL, E.REJECT): S.DRAFT,
+    (S.PENDING_APPROVAL, E.VOID): S.VOID,
+    (S.APPROVED, E.DELIVER): S.SUBMITTED,
+    (S.APPROVED, E.VOID): S.VOID,
+    (S.SUBMITTED, E.PORTAL_REJECT): S.PORTAL_REJECTED,
+    (S.SUBMITTED, E.PORTAL_ACCEPT): S.ACCEPTED,
+    (S.SUBMITTED, E.RECORD_PARTIAL_PAYMENT): S.PARTIALLY_PAID,
+    (S.SUBMITTED, E.RECORD_FINAL_PAYMENT): S.PAID,
+    (S.PORTAL_REJECTED, E.FIX): S.DRAFT,
+    (S.ACCEPTED, E.RECORD_PARTIAL_PAYMENT): S.PARTIALLY_PAID,
+    (S.ACCEPTED, E.RECORD_FINAL_PAYMENT): S.PAID,
+    (S.ACCEPTED, E.DISPUTE): S.DISPUTED,
+    (S.ACCEPTED, E.WRITE_OFF): S.WRITTEN_OFF,
+    (S.PARTIALLY_PAID, E.RECORD_PARTIAL_PAYMENT): S.PARTIALLY_PAID,
+    (S.PARTIALLY_PAID, E.RECORD_FINAL_PAYMENT): S.PAID,
+    (S.PARTIALLY_PAID, E.DISPUTE): S.DISPUTED,
+    (S.PARTIALLY_PAID, E.WRITE_OFF): S.WRITTEN_OFF,
+    (S.DISPUTED, E.RESOLVE_DISPUTE): S.ACCEPTED,
+    (S.DISPUTED, E.RECORD_PARTIAL_PAYMENT): S.DISPUTED,
+    (S.DISPUTED, E.RECORD_FINAL_PAYMENT): S.PAID,
+    (S.DISPUTED, E.WRITE_OFF): S.WRITTEN_OFF,
+}
+
+TERMINAL: frozenset[Status] = frozenset({S.PAID, S.VOID, S.WRITTEN_OFF})
+
+# Statuses in which the customer owes the money (used for aging and for accepting payments).
+OPEN_RECEIVABLE: frozenset[Status] = frozenset({S.SUBMITTED, S.ACCEPTED, S.PARTIALLY_PAID, S.DISPUTED})
+
+
+class TransitionRefused(Exception):
+    """The event is not allowed in the current status."""
+
+    def __init__(self, status: Status | None, event: Event) -> None:
+        self.status = status
+        self.event = event
+        where = status.value if status else "(not created)"
+        super().__init__(f"cannot {event.value} an invoice in status {where}")
+
+
+def can(status: Status | None, event: Event) -> bool:
+    return (status, event) in TRANSITIONS
+
+
+def apply(status: Status | None, event: Event) -> Status:
+    """The status after `event`, or TransitionRefused naming the current status."""
+    try:
+        return TRANSITIONS[(status, event)]
+    except KeyError:
+        raise TransitionRefused(status, event) from None
+
+
+def events_from(status: Status) -> list[Event]:
+    """Events possible in `status`, in table order."""
+    return [event for (source, event) in TRANSITIONS if source == status]

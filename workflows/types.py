@@ -1,0 +1,266 @@
+"""The frozen dataclasses that cross the workflow boundary: inputs, update arguments, query results and
+the records handed to activities. Dates travel as ISO strings and money as integer minor units so that
+the default Temporal data converter round-trips them exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks, with the roles they held in the legal entity at that moment (evidence)."""
+
+    username: str
+    roles: list[str] = field(default_factory=list)
+    # The policy rule that allowed the request in the API, e.g. "p, ar_approver, *, invoice:approve".
+    rule: str = ""
+
+
+@dataclass(frozen=True)
+class Line:
+    description: str
+    quantity: str  # Decimal as text
+    unit_price: str  # Decimal as text, in the invoice currency
+    tax_rate: str  # percent, Decimal as text
+    net_minor: int
+    tax_minor: int
+
+
+@dataclass(frozen=True)
+class InvoiceDraft:
+    """Everything an editor can change. Totals are computed by the caller with the currency's exponent."""
+
+    customer_id: str
+    currency: str
+    issue_date: str
+    due_date: str
+    po_number: str | None
+    lines: list[Line]
+    subtotal_minor: int
+    tax_total_minor: int
+    total_minor: int
+    # Approved invoices are released to the customer at this UTC instant (the issue date's start in
+    # the legal entity's zone); computed outside the workflow because zone data is I/O.
+    release_at: str
+    payload_hash: str
+    # Units of the legal entity's currency per unit of the invoice currency ("1" when they are the same):
+    # approval tiers are amounts in the entity's currency.
+    exchange_rate: str = "1"
+
+
+@dataclass(frozen=True)
+class InvoiceConfig:
+    """Durations the workflow waits for; from configuration so tests and customers can set them."""
+
+    record_timeout_seconds: float = 30.0
+    delivery_timeout_seconds: float = 60.0
+    delivery_retry_max_interval_seconds: float = 300.0
+    # Approval SLA: a reminder to the tier's approvers after this long at one tier, then an alert to the
+    # supervisors (who can reassign the tier) after the second, counted from the tier's start.
+    approval_reminder_seconds: float = 24 * 3600.0
+    approval_escalation_seconds: float = 72 * 3600.0
+
+
+@dataclass(frozen=True)
+class InvoiceInput:
+    invoice_id: str
+    legal_entity: str
+    external_id: str
+    draft: InvoiceDraft
+    actor: Actor
+    request_id: str = ""
+    config: InvoiceConfig = field(default_factory=InvoiceConfig)
+
+
+@dataclass(frozen=True)
+class Approval:
+    approver: str
+    at: str
+    comment: str = ""
+    tier: int = 1
+    role: str = ""
+    on_behalf_of: str | None = None  # the delegator, when a delegate approved
+
+
+@dataclass(frozen=True)
+class TierRequirement:
+    level: int  # 1, 2, 3... approved in this order
+    role: str
+
+
+@dataclass(frozen=True)
+class ApprovalPlan:
+    """The tiers one submission needs, fixed when it was submitted (the matrix may change meanwhile)."""
+
+    matrix_version: str
+    document_kind: str
+    amount_minor: int  # in the legal entity's currency, converted at the document's rate
+    currency: str  # the legal entity's currency
+    tiers: list[TierRequirement]
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    legal_entity: str
+    document_kind: str
+    total_minor: int
+    currency: str
+    exchange_rate: str
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A supervisor's reassignment of one tier to a named approver."""
+
+    tier: int
+    assignee: str
+    by: str
+    at: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PaymentApplied:
+    payment_id: str
+    customer_id: str
+    amount_minor: int
+    currency: str
+    received_on: str
+    reference: str
+    payment_total_minor: int
+
+
+@dataclass(frozen=True)
+class InvoiceState:
+    """The invoice as the workflow holds it; returned by every update and by the `state` query."""
+
+    invoice_id: str
+    workflow_id: str
+    legal_entity: str
+    external_id: str
+    number: str
+    status: str
+    draft: InvoiceDraft
+    created_by: str
+    editors: list[str]
+    approvals: list[Approval]
+    amount_paid_minor: int
+    payments: list[str]
+    status_since: str
+    transition_seq: int
+    delivered_at: str | None = None
+    submitters: list[str] = field(default_factory=list)
+    plan: ApprovalPlan | None = None
+    assignments: list[Assignment] = field(default_factory=list)
+    tier_since: str = ""  # when the current approval tier started waiting (the SLA clock)
+    escalated: bool = False
+    submission: int = 0  # how many times it was sent for approval
+
+
+@dataclass(frozen=True)
+class EditCommand:
+    actor: Actor
+    draft: InvoiceDraft
+
+
+@dataclass(frozen=True)
+class Command:
+    """submit, approve, reject, void: who, and the comment or reason."""
+
+    actor: Actor
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class ApproveCommand:
+    actor: Actor
+    comment: str = ""
+    tier: int = 0  # the tier the approver saw (0: whichever is current); a stale one is refused
+    on_behalf_of: str | None = None  # approving under this colleague's delegation
+
+
+@dataclass(frozen=True)
+class ReassignCommand:
+    actor: Actor
+    tier: int
+    assignee: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Authority:
+    """What the recording activity verifies in the store before it records an approval: the approver
+    (or the delegator, with an active delegation) holds the role in the legal entity."""
+
+    username: str
+    role: str
+    on_behalf_of: str | None = None
+
+
+@dataclass(frozen=True)
+class NotifyRequest:
+    workflow_id: str
+    notification_seq: int  # with workflow_id, the idempotency key
+    kind: str  # approval_reminder | approval_escalation | portal_rejection ...
+    state: InvoiceState
+    tier: int
+    role: str
+    assignee: str | None = None
+
+
+@dataclass(frozen=True)
+class NotifyResult:
+    recipients: list[str]
+
+
+@dataclass(frozen=True)
+class PaymentCommand:
+    actor: Actor
+    payment: PaymentApplied
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    """One transition as the ledger and the read model receive it (see activities.transitions)."""
+
+    legal_entity: str
+    object_type: str
+    object_id: str
+    workflow_id: str
+    run_id: str
+    transition_seq: int  # with workflow_id, the business key that makes recording idempotent
+    event: str
+    from_status: str | None
+    to_status: str
+    actor: Actor
+    reason: str
+    at: str
+    request_id: str
+    state: InvoiceState
+    payment: PaymentApplied | None = None
+    authority: Authority | None = None
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    number: str
+    ledger_seq: int
+    entry_hash: str
+
+
+@dataclass(frozen=True)
+class DeliveryRequest:
+    invoice_id: str
+    workflow_id: str
+    transition_seq: int
+    state: InvoiceState
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    channel: str
+    message_id: str
+    recipient: str
+    number: str = ""  # the invoice number, allocated when it is issued (gapless over issued invoices)
