@@ -193,7 +193,8 @@ async def diagnose(stack: Stack, run: str, workers: WorkerProcesses) -> str:
                 kind = event.WhichOneof("attributes") or ""
                 update = ""
                 if kind == "workflow_execution_update_accepted_event_attributes":
-                    update = event.workflow_execution_update_accepted_event_attributes.accepted_request.meta.update_id
+                    accepted = event.workflow_execution_update_accepted_event_attributes
+                    update = accepted.accepted_request.meta.update_id
                 elif kind == "workflow_execution_update_completed_event_attributes":
                     update = event.workflow_execution_update_completed_event_attributes.meta.update_id
                 events.append(kind.removesuffix("_event_attributes") + (f"({update})" if update else ""))
