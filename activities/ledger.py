@@ -158,68 +158,278 @@ def append_to_ledger(session: Session, facts: LedgerFacts) -> LedgerEntry:
 
 
 @dataclass(frozen=True)
+class CheckpointRef:
+    """A signed head-of-chain checkpoint as verification uses it (signature already checked, or not)."""
+
+    id: int
+    seq: int
+    entry_hash: str
+    signed_at: str
+    trusted: bool  # signature valid under a configured public key
+
+
+@dataclass(frozen=True)
 class Verification:
+    """The outcome of recomputing (part of) one chain.
+
+    `kind` says how it breaks: "changed" (an entry's content no longer matches its hash, or a link was
+    re-hashed), "missing" (a seq is absent), "reordered" (an entry sits at another seq than it was written
+    at), "inserted" (an entry that was never appended sits in the chain), "rewritten" (the chain is
+    consistent but does not match a signed checkpoint: rewritten wholesale), "checkpoint" (a checkpoint's
+    signature is not valid under any trusted key)."""
+
     legal_entity: str
     intact: bool
-    entries: int
-    head_hash: str
+    entries: int  # entries verified (up to the break)
+    head_hash: str  # hash of the last entry verified
     broken_at: int | None = None
     problem: str = ""
+    kind: str = ""
+    from_seq: int = 1
+    to_seq: int | None = None
+    checkpoint_seq: int | None = None  # the latest checkpoint the chain was checked against
+    checkpoint_id: int | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.intact:
+            text = f"intact, {self.entries} entries, head hash {self.head_hash}"
+            if self.checkpoint_seq is not None:
+                text += f"; matches signed checkpoint #{self.checkpoint_id} at seq {self.checkpoint_seq}"
+            return text
+        return f"broken at seq {self.broken_at} ({self.kind}): {self.problem}"
 
 
-def verify_chain(session: Session, legal_entity: str) -> Verification:
-    """Recompute the chain of one legal entity from its first entry."""
-    prev = GENESIS_HASH
-    expected_seq = 1
-    count = 0
-    rows = session.exec(
-        select(LedgerEntry).where(LedgerEntry.legal_entity == legal_entity).order_by(LedgerEntry.seq)  # type: ignore[arg-type]
-    )
-    for entry in rows:
-        if entry.seq != expected_seq:
-            return Verification(
-                legal_entity,
-                False,
-                count,
-                prev,
-                expected_seq,
-                f"missing entry: expected seq {expected_seq}, found {entry.seq}",
-            )
-        if entry.prev_hash != prev:
-            return Verification(
-                legal_entity, False, count, prev, entry.seq, "prev_hash does not match the chain"
-            )
-        if sha256_hex(entry.payload) != entry.payload_hash:
-            return Verification(legal_entity, False, count, prev, entry.seq, "payload changed")
-        if compute_entry_hash(prev, entry) != entry.entry_hash:
-            return Verification(legal_entity, False, count, prev, entry.seq, "entry changed")
-        prev = entry.entry_hash
-        expected_seq += 1
-        count += 1
-    # The head is written in the same transaction as every entry: entries missing at the end of the
-    # chain (which leave no gap behind them) show as a head ahead of the last entry.
+_COLUMNS: tuple[Any, ...] = (
+    LedgerEntry.legal_entity,
+    LedgerEntry.seq,
+    LedgerEntry.business_key,
+    LedgerEntry.object_type,
+    LedgerEntry.object_id,
+    LedgerEntry.event,
+    LedgerEntry.from_status,
+    LedgerEntry.to_status,
+    LedgerEntry.actor,
+    LedgerEntry.actor_roles,
+    LedgerEntry.rule,
+    LedgerEntry.reason,
+    LedgerEntry.workflow_id,
+    LedgerEntry.run_id,
+    LedgerEntry.request_id,
+    LedgerEntry.at,
+    LedgerEntry.payload_hash,
+    LedgerEntry.payload,
+    LedgerEntry.prev_hash,
+    LedgerEntry.entry_hash,
+)
+_KEYS = (
+    "legal_entity",
+    "seq",
+    "business_key",
+    "object_type",
+    "object_id",
+    "event",
+    "from_status",
+    "to_status",
+    "actor",
+    "actor_roles",
+    "rule",
+    "reason",
+    "workflow_id",
+    "run_id",
+    "request_id",
+    "at",
+    "payload_hash",
+)
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _row_hash(prev_hash: str, row: Any, seq: int | None = None) -> str:
+    """entry_hash of a row as read (optionally as if it stood at another seq): the same bytes as
+    `compute_entry_hash`, without building an ORM object (verification reads a million rows)."""
+    fields = dict(zip(_KEYS, row[:17], strict=True))
+    fields["actor_roles"] = json.loads(row[9])
+    if seq is not None:
+        fields["seq"] = seq
+    return hashlib.sha256((prev_hash + _dumps(fields)).encode("utf-8")).hexdigest()
+
+
+def verify_chain(
+    session: Session,
+    legal_entity: str,
+    from_seq: int | None = None,
+    to_seq: int | None = None,
+    checkpoints: list[CheckpointRef] | None = None,
+) -> Verification:
+    """Recompute the chain of one legal entity (all of it, or seqs from_seq..to_seq), then check it
+    against the chain head and against every signed checkpoint that falls in the range."""
+    lo = max(from_seq or 1, 1)
     head = session.get(LedgerHead, legal_entity)
     head_seq, head_hash = (head.seq, head.entry_hash) if head is not None else (0, GENESIS_HASH)
-    if head_seq > count:
-        return Verification(
-            legal_entity,
-            False,
+    whole_tail = to_seq is None or to_seq >= head_seq
+    hi = head_seq if to_seq is None else to_seq
+    if lo > 1:
+        prev_row = session.execute(
+            sa_select(col(LedgerEntry.entry_hash)).where(
+                col(LedgerEntry.legal_entity) == legal_entity, col(LedgerEntry.seq) == lo - 1
+            )
+        ).first()
+        prev = prev_row[0] if prev_row is not None else None
+    else:
+        prev = GENESIS_HASH
+
+    def broken(seq: int, kind: str, problem: str, count: int, last: str) -> Verification:
+        return Verification(legal_entity, False, count, last, seq, problem, kind, lo, to_seq)
+
+    wanted = {c.seq: c for c in checkpoints or [] if lo <= c.seq and (to_seq is None or c.seq <= to_seq)}
+    seen_at_checkpoints: dict[int, str] = {}
+    expected = lo
+    count = 0
+    last_hash = prev or ""
+    query = (
+        sa_select(*_COLUMNS)
+        .where(col(LedgerEntry.legal_entity) == legal_entity, col(LedgerEntry.seq) >= lo)
+        .order_by(col(LedgerEntry.seq))
+        .execution_options(yield_per=5000)
+    )
+    if to_seq is not None:
+        query = query.where(col(LedgerEntry.seq) <= to_seq)
+    rows = session.execute(query)
+    try:
+        for row in rows:
+            seq = row[1]
+            if seq != expected:
+                return broken(
+                    expected,
+                    "missing",
+                    f"missing entry: expected seq {expected}, found {seq} "
+                    f"({seq - expected} entr{'y' if seq - expected == 1 else 'ies'} deleted)",
+                    count,
+                    last_hash,
+                )
+            if sha256_hex(row[17]) != row[16]:
+                return broken(
+                    seq, "changed", f"the payload of seq {seq} does not match its hash", count, last_hash
+                )
+            own = _row_hash(row[18], row)
+            if own != row[19] or (prev is not None and row[18] != prev):
+                kind, problem, at = _diagnose(session, legal_entity, row, prev, own == row[19])
+                return broken(at, kind, problem, count - (seq - at), last_hash)
+            prev = last_hash = row[19]
+            if seq in wanted:
+                seen_at_checkpoints[seq] = row[19]
+            expected += 1
+            count += 1
+    finally:
+        rows.close()
+    if expected <= hi and (to_seq is not None or head_seq >= expected):
+        return broken(
+            expected,
+            "missing",
+            f"missing entry: the chain head is at seq {head_seq}, the last entry at {expected - 1}",
             count,
-            prev,
-            count + 1,
-            f"missing entry: the chain head is at seq {head_seq}, the last entry at {count}",
+            last_hash,
         )
-    if head_seq < count:
-        return Verification(
-            legal_entity,
-            False,
-            count,
-            prev,
-            head_seq + 1,
-            f"entry appended behind the ledger's back: the chain head is at seq {head_seq}",
+    if whole_tail:
+        if head_seq < expected - 1:
+            return broken(
+                head_seq + 1,
+                "inserted",
+                f"entry appended behind the ledger's back: the chain head is at seq {head_seq}",
+                count,
+                last_hash,
+            )
+        if count and head_hash != last_hash:
+            return broken(
+                expected - 1, "changed", "the last entry does not match the chain head", count, last_hash
+            )
+    # Checkpoints: a consistent rewrite of the whole chain recomputes every hash, so only a signature
+    # made before it can tell. The earliest mismatch locates the rewrite after the last match.
+    matched: CheckpointRef | None = None
+    for cp_seq in sorted(wanted):
+        cp = wanted[cp_seq]
+        if not cp.trusted:
+            return broken(
+                cp_seq,
+                "checkpoint",
+                f"checkpoint #{cp.id} (seq {cp_seq}, signed {cp.signed_at}) has no valid signature "
+                "under a trusted key",
+                count,
+                last_hash,
+            )
+        if seen_at_checkpoints.get(cp_seq) != cp.entry_hash:
+            since = f" after seq {matched.seq} (checkpoint #{matched.id})" if matched else ""
+            return broken(
+                cp_seq,
+                "rewritten",
+                f"the chain at seq {cp_seq} does not match checkpoint #{cp.id} signed {cp.signed_at}: "
+                f"entries were rewritten{since} at or before seq {cp_seq} and re-hashed",
+                count,
+                last_hash,
+            )
+        matched = cp
+    return Verification(
+        legal_entity,
+        True,
+        count,
+        last_hash if count else (prev or GENESIS_HASH),
+        from_seq=lo,
+        to_seq=to_seq,
+        checkpoint_seq=matched.seq if matched else None,
+        checkpoint_id=matched.id if matched else None,
+    )
+
+
+def _diagnose(
+    session: Session, legal_entity: str, row: Any, prev: str | None, self_ok: bool
+) -> tuple[str, str, int]:
+    """How the chain breaks at this row: it is consistent in itself or not, and it links to its
+    predecessor or not. A second, targeted look at the chain tells a moved entry from a changed one."""
+    seq = row[1]
+    # Where was this entry written? After the entry whose hash it names as its predecessor.
+    origin = session.execute(
+        sa_select(col(LedgerEntry.seq)).where(
+            col(LedgerEntry.legal_entity) == legal_entity, col(LedgerEntry.entry_hash) == row[18]
         )
-    if head_hash != prev:
-        return Verification(
-            legal_entity, False, count, prev, count, "the last entry does not match the chain head"
+    ).first()
+    written_at = None
+    if row[18] == GENESIS_HASH:
+        written_at = 1
+    elif origin is not None:
+        written_at = origin[0] + 1
+    if written_at is not None and written_at != seq and _row_hash(row[18], row, written_at) == row[19]:
+        # Intact in itself, but written at another seq. Shifted one place up, with an entry linking to
+        # the same predecessor in its place: something was inserted before it.
+        occupant = session.execute(
+            sa_select(col(LedgerEntry.prev_hash)).where(
+                col(LedgerEntry.legal_entity) == legal_entity, col(LedgerEntry.seq) == written_at
+            )
+        ).first()
+        if written_at < seq and occupant is not None and occupant[0] == row[18]:
+            return (
+                "inserted",
+                f"an entry was inserted at seq {written_at}: the entry now at seq {seq} was written "
+                f"at seq {written_at}",
+                written_at,
+            )
+        return (
+            "reordered",
+            f"the entry at seq {seq} was written at seq {written_at}: entries were reordered",
+            seq,
         )
-    return Verification(legal_entity, True, count, prev)
+    if not self_ok:
+        return "changed", f"the entry at seq {seq} was changed: its content does not match its hash", seq
+    if prev is not None and row[18] != prev:
+        if origin is None:
+            return (
+                "changed",
+                f"prev_hash of seq {seq} names no entry of the chain: seq {seq - 1} was changed and "
+                "re-hashed (or this link was forged)",
+                seq,
+            )
+        return (
+            "reordered",
+            f"seq {seq} follows seq {origin[0]}, not seq {seq - 1}: entries were reordered",
+            seq,
+        )
+    return "changed", f"the entry at seq {seq} was changed", seq

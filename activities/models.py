@@ -253,3 +253,20 @@ class Notification(SQLModel, table=True):
     subject: str = Field(max_length=300)
     body: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LedgerCheckpoint(SQLModel, table=True):
+    """A signed head of one legal entity's chain (Ed25519): what a wholesale rewrite of the chain cannot
+    reproduce without the signing key. Append-only, like the ledger."""
+
+    __tablename__ = "ledger_checkpoint"
+    id: int | None = Field(default=None, primary_key=True)
+    legal_entity: str = Field(max_length=32, index=True)
+    seq: int
+    entry_hash: str = Field(max_length=64)
+    signed_at: str = Field(max_length=40)  # UTC, ISO 8601
+    key_id: str = Field(max_length=16)  # first 16 hex digits of SHA-256 of the raw public key
+    public_key: str = Field(max_length=64)  # raw Ed25519 public key, hex
+    signature: str = Field(max_length=128)  # over checkpoint_message(...), hex
+    trigger: str = Field(max_length=16)  # "schedule" or "on_demand"
+    requested_by: str = Field(max_length=64)

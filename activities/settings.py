@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     approval_reminder_seconds: float = 24 * 3600.0
     approval_escalation_seconds: float = 72 * 3600.0
     max_body_bytes: int = 1_000_000
+    # Evidence: the Ed25519 key that signs ledger checkpoints (32-byte seed, hex or base64), the public keys
+    # of earlier (rotated) signing keys still trusted for old checkpoints (hex, comma-separated), and when
+    # the checkpoint schedule runs (cron, UTC; daily by default).
+    ledger_signing_key: str = ""
+    ledger_trusted_keys: str = ""
+    checkpoint_cron: str = "0 1 * * *"
     update_timeout_seconds: float = 30.0
 
     @model_validator(mode="after")
@@ -53,6 +59,11 @@ class Settings(BaseSettings):
             if self.secret_key == DEFAULT_SECRET or len(self.secret_key) < 32:
                 raise ValueError(
                     "CASHCYCLE_SECRET_KEY must be set to a random value of 32+ characters in production"
+                )
+            if not self.ledger_signing_key:
+                raise ValueError(
+                    "CASHCYCLE_LEDGER_SIGNING_KEY must be set in production: a 32-byte Ed25519 seed, hex "
+                    "or base64 (e.g. `python -c 'import os; print(os.urandom(32).hex())'`)"
                 )
         return self
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from activities.settings import DEFAULT_SECRET, Settings
 
 STRONG_SECRET = "k3Jv9xQ2mT7pL0sW8yB4nR6cF1hD5gZa"  # 32 characters
+SIGNING_KEY = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"  # RFC 8032 test 1
 
 
 @pytest.fixture(autouse=True)
@@ -34,9 +35,17 @@ def test_production_refuses_a_secret_shorter_than_32_characters(monkeypatch: pyt
         Settings()
 
 
+def test_production_refuses_to_run_without_a_ledger_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASHCYCLE_ENVIRONMENT", "production")
+    monkeypatch.setenv("CASHCYCLE_SECRET_KEY", STRONG_SECRET)
+    with pytest.raises(ValidationError, match="CASHCYCLE_LEDGER_SIGNING_KEY"):
+        Settings()
+
+
 def test_production_accepts_a_secret_of_32_characters(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CASHCYCLE_ENVIRONMENT", "production")
     monkeypatch.setenv("CASHCYCLE_SECRET_KEY", STRONG_SECRET)
+    monkeypatch.setenv("CASHCYCLE_LEDGER_SIGNING_KEY", SIGNING_KEY)
     settings = Settings()
     assert (settings.environment, settings.secret_key) == ("production", STRONG_SECRET)
 

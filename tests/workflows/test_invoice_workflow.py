@@ -84,7 +84,13 @@ async def test_invoice_voided_while_waiting_for_its_release_is_never_delivered(
     assert timed.fakes.deliveries == []
     assert timed.fakes.events() == ["create", "submit", "approve", "void"]
     history = await bounded(handle.fetch_history())
-    assert not any(e.HasField("activity_task_scheduled_event_attributes") for e in history.events)
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    # The commands' records only (a regular activity each): no delivery was ever scheduled.
+    assert scheduled and set(scheduled) == {"record_invoice_transition"}
 
 
 # -- validators (dev server, no API in front) ------------------------------------------------------
