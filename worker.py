@@ -19,12 +19,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.approval_matrix import MatrixFile
 from activities.approvals import ApprovalActivities
+from activities.checkpoints import CheckpointActivities
 from activities.db import Store, migrate, open_store, writing
 from activities.delivery import DeliveryActivities, SmtpConfig
 from activities.directory import record_policy_files
 from activities.settings import Settings, get_settings
-from activities.temporal import connect, ensure_search_attributes
+from activities.temporal import connect, ensure_checkpoint_schedule, ensure_search_attributes
 from activities.transitions import TransitionActivities
+from workflows.checkpoint import LedgerCheckpointWorkflow
 from workflows.invoice import InvoiceWorkflow
 
 log = logging.getLogger("cashcycle.worker")
@@ -38,6 +40,7 @@ PASSTHROUGH_WORKFLOW_MODULES = (
     "workflows.states",
     "workflows.errors",
     "workflows.approval",
+    "workflows.checkpoint",
 )
 
 
@@ -68,20 +71,23 @@ def build_worker(
     task_queue: str,
     executor: ThreadPoolExecutor,
     matrix: MatrixFile | None = None,
+    settings: Settings | None = None,
 ) -> Worker:
     transitions = TransitionActivities(store)
+    checkpoints = CheckpointActivities(store, settings or get_settings())
     delivery = DeliveryActivities(store, smtp)
     approvals = ApprovalActivities(store, smtp, matrix)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[InvoiceWorkflow],
+        workflows=[InvoiceWorkflow, LedgerCheckpointWorkflow],
         workflow_runner=workflow_runner(),
         activities=[
             transitions.record_invoice_transition,
             delivery.deliver_invoice,
             approvals.plan_approval,
             approvals.notify_approval_sla,
+            checkpoints.sign_ledger_checkpoints,
         ],
         activity_executor=executor,
         max_concurrent_activities=16,
@@ -96,13 +102,21 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         record_policy_files(session)  # evidence of the policy files in force when this worker started
     client = await connect(settings.temporal_address or "127.0.0.1:7233", settings.temporal_namespace)
     await ensure_search_attributes(client)
+    sid = await ensure_checkpoint_schedule(client, settings.task_queue, settings.checkpoint_cron)
+    log.info("ledger checkpoints: schedule %s (%s UTC)", sid, settings.checkpoint_cron)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=16) as executor:
         worker = build_worker(
-            client, store, smtp_config(settings), settings.task_queue, executor, matrix_file(settings)
+            client,
+            store,
+            smtp_config(settings),
+            settings.task_queue,
+            executor,
+            matrix_file(settings),
+            settings,
         )
         async with worker:
             log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)

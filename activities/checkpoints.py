@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.db import Store, reading, writing
 from activities.directory import roles_of
@@ -38,6 +39,7 @@ from activities.ledger import (
 )
 from activities.models import LedgerCheckpoint, LedgerEntry, LedgerHead
 from activities.settings import Settings
+from workflows.types import CheckpointRequest, CheckpointRun
 
 log = logging.getLogger("cashcycle.evidence")
 
@@ -46,6 +48,10 @@ SYSTEM_ACTOR = "cashcycle"
 
 class SigningKeyError(ValueError):
     """The configured signing key cannot be used."""
+
+
+class NothingToCheckpoint(ValueError):
+    """The chain has no entries yet."""
 
 
 def _seed(text: str) -> bytes:
@@ -156,7 +162,7 @@ def sign_checkpoint(
         sa_select(LedgerHead).where(col(LedgerHead.legal_entity) == legal_entity).with_for_update()
     ).scalar_one_or_none()
     if head is None or head.seq == 0:
-        raise ValueError(f"the ledger of {legal_entity} has no entries to checkpoint")
+        raise NothingToCheckpoint(f"the ledger of {legal_entity} has no entries to checkpoint")
     key = signing_key(settings)
     pub = public_hex(key.public_key())
     kid = key_id(pub)
@@ -306,18 +312,26 @@ def latest_entry_seq(session: Session, legal_entity: str) -> int:
     return int(value or 0)
 
 
-@dataclass(frozen=True)
-class CheckpointRunResult:
-    checkpoints: list[int]  # checkpoint ids made
-
-
 class CheckpointActivities:
-    """What the checkpoint schedule's workflow calls."""
+    """What the checkpoint workflow calls (the schedule's, and on-demand runs)."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store, self.settings = store, settings
 
     @activity.defn(name="sign_ledger_checkpoints")
-    def sign_ledger_checkpoints(self, trigger: str) -> CheckpointRunResult:
-        made = checkpoint_all(self.store, self.settings, trigger, SYSTEM_ACTOR)
-        return CheckpointRunResult([cp.id for cp in made if cp.id is not None])
+    def sign_ledger_checkpoints(self, req: CheckpointRequest) -> CheckpointRun:
+        try:
+            if req.legal_entity:
+                with writing(self.store) as session:
+                    made = [
+                        sign_checkpoint(
+                            session, self.settings, req.legal_entity, req.trigger, req.requested_by
+                        )
+                    ]
+            else:
+                made = checkpoint_all(self.store, self.settings, req.trigger, req.requested_by)
+        except SigningKeyError as exc:
+            raise ApplicationError(str(exc), type="signing_key", non_retryable=True) from None
+        except NothingToCheckpoint as exc:
+            raise ApplicationError(str(exc), type="no_entries", non_retryable=True) from None
+        return CheckpointRun([cp.id for cp in made if cp.id is not None])

@@ -17,6 +17,8 @@ def utcnow() -> datetime:
 
 
 class LegalEntity(SQLModel, table=True):
+    """A company of the group that issues invoices: the seller on every document it issues."""
+
     __tablename__ = "legal_entity"
     code: str = Field(primary_key=True, max_length=32)
     name: str = Field(max_length=200)
@@ -24,7 +26,16 @@ class LegalEntity(SQLModel, table=True):
     timezone: str = Field(default="UTC", max_length=64)
     country: str = Field(default="", max_length=2)
     vat_id: str = Field(default="", max_length=32)
-    address: str = Field(default="", max_length=500)
+    address: str = Field(default="", max_length=500)  # free text, as printed on the PDF
+    # The seller of an e-invoice (EN 16931 BG-4, BG-5): address parts, the Peppol participant (endpoint id
+    # and its EAS scheme), the legal registration number, and the account customers pay into.
+    street: str = Field(default="", max_length=200)
+    city: str = Field(default="", max_length=100)
+    postal_code: str = Field(default="", max_length=20)
+    endpoint_id: str = Field(default="", max_length=100)
+    endpoint_scheme: str = Field(default="", max_length=4)
+    company_id: str = Field(default="", max_length=50)
+    iban: str = Field(default="", max_length=34)
 
 
 class CustomerBase(SQLModel):
@@ -36,6 +47,18 @@ class CustomerBase(SQLModel):
     address: str = Field(default="", max_length=500)
     country: str = Field(default="", max_length=2)
     vat_id: str = Field(default="", max_length=32)
+    # The buyer of an e-invoice (EN 16931 BG-7, BG-8): address parts, the Peppol participant (endpoint id
+    # and its EAS scheme) and the legal registration number.
+    street: str = Field(default="", max_length=200)
+    city: str = Field(default="", max_length=100)
+    postal_code: str = Field(default="", max_length=20)
+    endpoint_id: str = Field(default="", max_length=100)
+    endpoint_scheme: str = Field(default="", max_length=4)
+    company_id: str = Field(default="", max_length=50)
+    # The customer's AP refuses invoices without their purchase order number (a pre-submission check).
+    po_required: bool = False
+    # BT-10, the reference the buyer asks to quote (cost centre, AP mailbox id); Peppol needs it or a PO.
+    buyer_reference: str = Field(default="", max_length=100)
 
 
 class Customer(CustomerBase, table=True):

@@ -13,6 +13,8 @@ from activities.models import (
     Invoice,
     InvoiceLine,
     LedgerEntry,
+    LedgerHead,
+    LegalEntity,
     Payment,
     PaymentAllocation,
     PolicyRevision,
@@ -159,3 +161,12 @@ def entities_of(session: Session, username: str) -> list[str]:
 
 def count_invoices(session: Session) -> int:
     return int(session.exec(select(func.count()).select_from(Invoice)).one())
+
+
+def legal_entity_codes(session: Session) -> list[str]:
+    return sorted(session.exec(select(LegalEntity.code)))
+
+
+def ledger_has_entries(session: Session, legal_entity: str) -> bool:
+    head = session.get(LedgerHead, legal_entity)
+    return head is not None and head.seq > 0

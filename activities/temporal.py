@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
 from temporalio.common import SearchAttributeIndexedValueType
 
+from workflows.checkpoint import LedgerCheckpointWorkflow, schedule_id
 from workflows.invoice import SEARCH_ATTRIBUTES
+from workflows.types import CheckpointRequest
 
 
 async def connect(address: str, namespace: str) -> Client:
@@ -44,3 +58,36 @@ def dev_server_search_attribute_flags() -> list[str]:
     for key in SEARCH_ATTRIBUTES:
         flags += ["--search-attribute", f"{key.name}={kinds[key.indexed_value_type]}"]
     return flags
+
+
+async def ensure_checkpoint_schedule(client: Client, task_queue: str, cron: str) -> str:
+    """The daily (by default) ledger checkpoint, as a Temporal Schedule: created once, its calendar
+    brought in line with the configuration on every worker start. Returns the schedule id."""
+    sid = schedule_id(task_queue)
+    spec = ScheduleSpec(cron_expressions=[cron])
+    try:
+        await client.create_schedule(
+            sid,
+            Schedule(
+                action=ScheduleActionStartWorkflow(
+                    LedgerCheckpointWorkflow.run,
+                    CheckpointRequest(trigger="schedule"),
+                    id=f"{sid}/run",
+                    task_queue=task_queue,
+                ),
+                spec=spec,
+                # A missed run (server down) is made up once; two never overlap.
+                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
+            ),
+        )
+    except ScheduleAlreadyRunningError:
+        handle = client.get_schedule_handle(sid)
+
+        def updated(inp: ScheduleUpdateInput) -> ScheduleUpdate | None:
+            if list(inp.description.schedule.spec.cron_expressions) == [cron]:
+                return None
+            inp.description.schedule.spec = spec
+            return ScheduleUpdate(schedule=inp.description.schedule)
+
+        await handle.update(updated)
+    return sid

@@ -330,6 +330,141 @@ def cmd_entities(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cli_actor() -> str:
+    """Who ran a command, for the evidence: the operating-system user (no API login on this path)."""
+    return f"cli:{getpass.getuser()}"
+
+
+def _chains(session: Session, entity: str | None) -> list[str]:
+    from activities.checkpoints import chain_entities
+
+    return [entity] if entity else chain_entities(session)
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    import json
+
+    from activities.checkpoints import (
+        NothingToCheckpoint,
+        SigningKeyError,
+        checkpoint_message,
+        checkpoints_of,
+        sign_checkpoint,
+        signature_valid,
+        trusted_public_keys,
+        verify_and_record,
+    )
+
+    settings = get_settings()
+    store = _store_session()
+    with reading(store) as session:
+        entities = _chains(session, args.entity)
+    if args.ledger_cmd == "verify":
+        if args.from_seq is not None and args.to_seq is not None and args.to_seq < args.from_seq:
+            print("error: --to is before --from", file=sys.stderr)
+            return 2
+        broken = False
+        for entity in entities:
+            run = verify_and_record(store, settings, entity, _cli_actor(), args.from_seq, args.to_seq)
+            print(f"{entity}: {run.result.summary}")
+            broken |= not run.result.intact
+        if not entities:
+            print("the ledger is empty")
+        return 1 if broken else 0
+    if args.ledger_cmd == "checkpoint":
+        try:
+            for entity in entities:
+                with writing(store) as session:
+                    cp = sign_checkpoint(session, settings, entity, "on_demand", _cli_actor())
+                print(f"{entity}: checkpoint #{cp.id} at seq {cp.seq}, head {cp.entry_hash}, key {cp.key_id}")
+        except (SigningKeyError, NothingToCheckpoint) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    trusted = trusted_public_keys(settings)
+    with reading(store) as session:
+        rows = [
+            {
+                "id": cp.id,
+                "legal_entity": cp.legal_entity,
+                "seq": cp.seq,
+                "entry_hash": cp.entry_hash,
+                "signed_at": cp.signed_at,
+                "key_id": cp.key_id,
+                "public_key": cp.public_key,
+                "algorithm": "Ed25519",
+                "signature": cp.signature,
+                "message": checkpoint_message(
+                    cp.legal_entity, cp.seq, cp.entry_hash, cp.signed_at, cp.key_id
+                ).decode(),
+                "trigger": cp.trigger,
+                "requested_by": cp.requested_by,
+                "signature_valid": signature_valid(cp, trusted),
+            }
+            for entity in entities
+            for cp in checkpoints_of(session, entity)
+        ]
+    text = json.dumps(rows, indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"{len(rows)} checkpoint(s) written to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from activities.controls import CatalogueError, load_catalogue
+    from activities.packs import PackError, PackRequest, build_pack, record_pack
+
+    try:
+        catalogue = load_catalogue()
+    except CatalogueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.evidence_cmd == "controls":
+        for c in catalogue.controls.values():
+            print(f"{c.id}\t{c.name}\t{c.frequency}\t{', '.join(c.attributes)}")
+        return 0
+    try:
+        start, end = date.fromisoformat(args.period_start), date.fromisoformat(args.period_end)
+    except ValueError as exc:
+        print(f"error: period: {exc} (use YYYY-MM-DD)", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    store = _store_session()
+    with reading(store) as session:
+        from activities.queries import legal_entity_codes
+
+        entities = [args.entity] if args.entity else legal_entity_codes(session)
+    req = PackRequest(
+        control_id=args.control,
+        period_start=start,
+        period_end=end,
+        legal_entities=tuple(entities),
+        requested_by=_cli_actor(),
+        sample_size=args.sample_size,
+        seed=args.seed,
+    )
+    try:
+        pack = build_pack(store, settings, req, catalogue)
+    except PackError as exc:
+        print(f"error: {exc.field or 'request'}: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or pack.filename)
+    out.write_bytes(pack.data)
+    record_pack(store, pack, _cli_actor())
+    m = pack.manifest
+    print(
+        f"{out}: {m['record_count']} records, sample {m['sample']['size']} (seed {m['sample']['seed']}), "
+        f"{m['sample']['exceptions']} exception(s); "
+        f"population.csv sha256 {m['files']['population.csv']['sha256']}"
+    )
+    return 0
+
+
 def _print_conflicts(session: Session) -> None:
     """The conflict-of-duties report, headed by how it was produced (for the access review's evidence)."""
     report = conflict_report(session)
@@ -435,6 +570,30 @@ def parser() -> argparse.ArgumentParser:
         g.add_argument("role")
         g.add_argument("entity")
     us.set_defaults(func=cmd_users)
+    led = sub.add_parser("ledger", help="the evidence ledger: verify, checkpoint, export checkpoints")
+    led_sub = led.add_subparsers(dest="ledger_cmd", required=True)
+    lv = led_sub.add_parser("verify", help="recompute the hash chains (against head and checkpoints)")
+    lv.add_argument("--entity", help="one legal entity's chain (default: every chain)")
+    lv.add_argument("--from", dest="from_seq", type=int, help="first seq to verify")
+    lv.add_argument("--to", dest="to_seq", type=int, help="last seq to verify")
+    lc = led_sub.add_parser("checkpoint", help="sign a checkpoint of each chain's head now")
+    lc.add_argument("--entity")
+    lx = led_sub.add_parser("checkpoints", help="export the signed checkpoints as JSON")
+    lx.add_argument("--entity")
+    lx.add_argument("--out", help="file to write (default: standard output)")
+    led.set_defaults(func=cmd_ledger)
+    ev = sub.add_parser("evidence", help="control catalogue and evidence packs")
+    ev_sub = ev.add_subparsers(dest="evidence_cmd", required=True)
+    ev_sub.add_parser("controls", help="list the control catalogue")
+    pk = ev_sub.add_parser("pack", help="build an evidence pack (zip) for a control and period")
+    pk.add_argument("--control", required=True, help="control id, e.g. OTC-01")
+    pk.add_argument("--from", dest="period_start", required=True, help="first day, YYYY-MM-DD")
+    pk.add_argument("--to", dest="period_end", required=True, help="last day (inclusive), YYYY-MM-DD")
+    pk.add_argument("--sample-size", type=int)
+    pk.add_argument("--seed", type=int)
+    pk.add_argument("--entity", help="one legal entity (default: all)")
+    pk.add_argument("--out", help="zip file to write (default: evidence-<control>-<from>-<to>.zip)")
+    ev.set_defaults(func=cmd_evidence)
     return p
 
 

@@ -1,16 +1,29 @@
-"""Evidence for compliance: verification of the ledger's hash chain."""
+"""Evidence for compliance: ledger verification, signed checkpoints, the control catalogue and packs.
+
+Everything here reads the ledger; the only writes are the evidence that evidence was taken (a
+verification run, a checkpoint, a pack), appended to the ledger like every other entry. Nothing in the
+application can change or delete a ledger entry: there is no such endpoint, and the database refuses it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
 
 from activities import queries
-from activities.ledger import verify_chain
-from api.deps import ContextDep, CurrentUser, SessionDep
-from api.errors import Invalid
+from activities.checkpoints import checkpoints_of, signature_valid, trusted_public_keys, verify_and_record
+from activities.controls import load_catalogue
+from activities.ledger import Verification
+from activities.packs import PackError, PackRequest, build_pack, record_pack
+from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
+from api.errors import Invalid, NotFound
+from workflows.checkpoint import LedgerCheckpointWorkflow
+from workflows.types import CheckpointRequest, CheckpointRun
 
 router = APIRouter(prefix="/api/v1/evidence", tags=["evidence"])
 
@@ -21,8 +34,50 @@ class ChainVerification(BaseModel):
     entries: int
     head_hash: str
     broken_at_seq: int | None
+    kind: str = Field(description="changed, missing, reordered, inserted, rewritten or checkpoint")
     problem: str
     summary: str
+    from_seq: int
+    to_seq: int | None
+    checkpoint_id: int | None
+    checkpoint_seq: int | None
+    recorded_at_seq: int | None = Field(description="the ledger entry recording this verification run")
+
+
+def _entities(
+    ctx: AppContext, session: SessionDep, username: str, action: str, entity: str | None
+) -> list[str]:
+    if entity is not None:
+        ctx.authorizer.require(username, entity, action)
+        return [entity]
+    entities = [
+        e for e in queries.entities_of(session, username) if ctx.authorizer.check(username, e, action)
+    ]
+    if "*" in entities or not entities:
+        entities = [
+            e for e in queries.legal_entity_codes(session) if ctx.authorizer.check(username, e, action)
+        ]
+    if not entities:
+        raise Invalid(f"{action} is granted nowhere to you", field="entity")
+    return entities
+
+
+def _out(result: Verification, seq: int | None) -> ChainVerification:
+    return ChainVerification(
+        legal_entity=result.legal_entity,
+        intact=result.intact,
+        entries=result.entries,
+        head_hash=result.head_hash,
+        broken_at_seq=result.broken_at,
+        kind=result.kind,
+        problem=result.problem,
+        summary=result.summary,
+        from_seq=result.from_seq,
+        to_seq=result.to_seq,
+        checkpoint_id=result.checkpoint_id,
+        checkpoint_seq=result.checkpoint_seq,
+        recorded_at_seq=seq,
+    )
 
 
 @router.get("/ledger/verify", response_model=list[ChainVerification])
@@ -31,36 +86,189 @@ async def verify_ledger(
     session: SessionDep,
     user: CurrentUser,
     entity: Annotated[str | None, Query(max_length=32)] = None,
+    from_seq: Annotated[int | None, Query(alias="from", ge=1)] = None,
+    to_seq: Annotated[int | None, Query(alias="to", ge=1)] = None,
 ) -> list[ChainVerification]:
-    """Recompute the evidence ledger's hash chain of each legal entity the caller may audit (or one):
-    either intact with N entries and the head hash, or the first seq where it breaks and how."""
-    entities = [
-        e
-        for e in queries.entities_of(session, user.username)
-        if ctx.authorizer.check(user.username, e, "ledger:read")
-    ]
-    if entity is not None:
-        ctx.authorizer.require(user.username, entity, "ledger:read")
-        entities = [entity]
-    if not entities:
-        raise Invalid("you may audit no legal entity: ledger:read is granted nowhere to you", field="entity")
+    """Recompute the hash chain of each legal entity the caller may audit (or one, or a seq range),
+    against its head and its signed checkpoints: either intact with N entries and the head hash, or the
+    first seq where it breaks and how. Each run is recorded in the ledger it verified."""
+    if from_seq is not None and to_seq is not None and to_seq < from_seq:
+        raise Invalid("to is before from", field="to")
+    entities = _entities(ctx, session, user.username, "ledger:read", entity)
     out = []
     for code in entities:
-        result = verify_chain(session, code)
-        summary = (
-            f"intact, {result.entries} entries, head hash {result.head_hash}"
-            if result.intact
-            else f"broken at seq {result.broken_at}: {result.problem}"
+        run = await asyncio.to_thread(
+            verify_and_record, ctx.store, ctx.settings, code, user.username, from_seq, to_seq
         )
-        out.append(
-            ChainVerification(
-                legal_entity=code,
-                intact=result.intact,
-                entries=result.entries,
-                head_hash=result.head_hash,
-                broken_at_seq=result.broken_at,
-                problem=result.problem,
-                summary=summary,
-            )
-        )
+        out.append(_out(run.result, run.ledger_seq))
     return out
+
+
+class CheckpointOut(BaseModel):
+    id: int
+    legal_entity: str
+    seq: int
+    entry_hash: str
+    signed_at: str
+    key_id: str
+    public_key: str
+    signature: str
+    algorithm: str = "Ed25519"
+    message: str = Field(description="the exact signed bytes (UTF-8)")
+    trigger: str
+    requested_by: str
+    signature_valid: bool = Field(description="valid under a key this installation trusts")
+
+
+class CheckpointBody(BaseModel):
+    legal_entity: str | None = Field(default=None, max_length=32)
+
+
+def _checkpoint_out(cp: object, trusted: set[str]) -> CheckpointOut:
+    from activities.checkpoints import checkpoint_message
+    from activities.models import LedgerCheckpoint
+
+    assert isinstance(cp, LedgerCheckpoint) and cp.id is not None
+    return CheckpointOut(
+        id=cp.id,
+        legal_entity=cp.legal_entity,
+        seq=cp.seq,
+        entry_hash=cp.entry_hash,
+        signed_at=cp.signed_at,
+        key_id=cp.key_id,
+        public_key=cp.public_key,
+        signature=cp.signature,
+        message=checkpoint_message(cp.legal_entity, cp.seq, cp.entry_hash, cp.signed_at, cp.key_id).decode(),
+        trigger=cp.trigger,
+        requested_by=cp.requested_by,
+        signature_valid=signature_valid(cp, trusted),
+    )
+
+
+@router.get("/checkpoints", response_model=list[CheckpointOut])
+async def list_checkpoints(
+    ctx: ContextDep,
+    session: SessionDep,
+    user: CurrentUser,
+    entity: Annotated[str | None, Query(max_length=32)] = None,
+) -> list[CheckpointOut]:
+    """Every signed checkpoint (export them: anyone holding the public key can check them offline)."""
+    trusted = trusted_public_keys(ctx.settings)
+    out = []
+    for code in _entities(ctx, session, user.username, "ledger:read", entity):
+        out += [_checkpoint_out(cp, trusted) for cp in checkpoints_of(session, code)]
+    return out
+
+
+@router.post("/checkpoints", response_model=list[CheckpointOut], status_code=201)
+async def make_checkpoints(
+    ctx: ContextDep,
+    session: SessionDep,
+    user: CurrentUser,
+    idempotency_key: IdempotencyKey,
+    body: CheckpointBody | None = None,
+) -> list[CheckpointOut]:
+    """Sign a checkpoint of each chain the caller may checkpoint (or one), now, through the same
+    workflow the daily schedule runs."""
+    entity = body.legal_entity if body else None
+    entities = _entities(ctx, session, user.username, "evidence:checkpoint", entity)
+    made: list[int] = []
+    for code in entities:
+        if not queries.ledger_has_entries(session, code):
+            if entity is not None:
+                raise Invalid(f"the ledger of {code} has no entries to checkpoint", field="legal_entity")
+            continue
+        key = f"{user.username}:{idempotency_key}:{code}" if idempotency_key else uuid.uuid4().hex
+        run: CheckpointRun = await ctx.temporal.execute_workflow(
+            LedgerCheckpointWorkflow.run,
+            CheckpointRequest(trigger="on_demand", requested_by=user.username, legal_entity=code),
+            id=f"ledger-checkpoint/on-demand/{key}",
+            task_queue=ctx.settings.task_queue,
+        )
+        made += run.checkpoint_ids
+    trusted = trusted_public_keys(ctx.settings)
+    return [
+        _checkpoint_out(cp, trusted)
+        for code in entities
+        for cp in checkpoints_of(session, code)
+        if cp.id in made
+    ]
+
+
+class ControlOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    frequency: str
+    population: str
+    events: list[str]
+    object_types: list[str]
+    attribute_tests: list[str]
+    default_sample_size: int
+
+
+@router.get("/controls", response_model=list[ControlOut])
+async def list_controls(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> list[ControlOut]:
+    """The control catalogue (policies/controls.toml)."""
+    _entities(ctx, session, user.username, "ledger:read", None)
+    return [
+        ControlOut(
+            id=c.id,
+            name=c.name,
+            description=c.description,
+            frequency=c.frequency,
+            population=c.population,
+            events=list(c.events),
+            object_types=list(c.object_types),
+            attribute_tests=list(c.attributes),
+            default_sample_size=c.default_sample_size,
+        )
+        for c in load_catalogue().controls.values()
+    ]
+
+
+class PackBody(BaseModel):
+    control_id: str = Field(max_length=32)
+    period_start: date
+    period_end: date
+    sample_size: int | None = Field(default=None, ge=0, le=10_000)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    legal_entity: str | None = Field(default=None, max_length=32)
+
+
+@router.post(
+    "/packs",
+    responses={200: {"content": {"application/zip": {}}, "description": "the evidence pack (zip)"}},
+    response_class=Response,
+)
+async def make_pack(
+    body: PackBody, ctx: ContextDep, session: SessionDep, user: CurrentUser, idempotency_key: IdempotencyKey
+) -> Response:
+    """An evidence pack for one control and period: population (CSV, JSON Lines), manifest, the sample
+    drawn from the seed with its attribute tests, and the verification of the chains."""
+    entities = _entities(ctx, session, user.username, "evidence:export", body.legal_entity)
+    req = PackRequest(
+        control_id=body.control_id,
+        period_start=body.period_start,
+        period_end=body.period_end,
+        legal_entities=tuple(entities),
+        requested_by=user.username,
+        sample_size=body.sample_size,
+        seed=body.seed,
+    )
+    try:
+        pack = await asyncio.to_thread(build_pack, ctx.store, ctx.settings, req)
+    except PackError as exc:
+        if exc.field == "control_id":
+            raise NotFound(str(exc)) from None
+        raise Invalid(str(exc), field=exc.field) from None
+    await asyncio.to_thread(record_pack, ctx.store, pack, user.username, idempotency_key or "")
+    return Response(
+        pack.data,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{pack.filename}"',
+            "X-Record-Count": str(pack.manifest["record_count"]),
+            "X-Population-SHA256": pack.manifest["files"]["population.csv"]["sha256"],
+        },
+    )

@@ -290,6 +290,7 @@ class running_stack:
             self.stack.settings.task_queue,
             self.executor,
             matrix_file(self.stack.settings),
+            self.stack.settings,
         )
         self.worker_task = asyncio.create_task(self.worker.run())
 

@@ -264,3 +264,15 @@ class DeliveryResult:
     message_id: str
     recipient: str
     number: str = ""  # the invoice number, allocated when it is issued (gapless over issued invoices)
+
+
+@dataclass(frozen=True)
+class CheckpointRequest:
+    trigger: str  # "schedule" or "on_demand"
+    requested_by: str = "cashcycle"
+    legal_entity: str = ""  # one chain, or every chain when empty
+
+
+@dataclass(frozen=True)
+class CheckpointRun:
+    checkpoint_ids: list[int]
