@@ -14,6 +14,7 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
@@ -65,6 +66,8 @@ async def ensure_checkpoint_schedule(client: Client, task_queue: str, cron: str)
     brought in line with the configuration on every worker start. Returns the schedule id."""
     sid = schedule_id(task_queue)
     spec = ScheduleSpec(cron_expressions=[cron])
+    # The server keeps a cron as structured calendars; the note says which cron the calendar came from.
+    note = f"cron {cron} (UTC), from CASHCYCLE_CHECKPOINT_CRON"
     try:
         await client.create_schedule(
             sid,
@@ -76,6 +79,7 @@ async def ensure_checkpoint_schedule(client: Client, task_queue: str, cron: str)
                     task_queue=task_queue,
                 ),
                 spec=spec,
+                state=ScheduleState(note=note),
                 # A missed run (server down) is made up once; two never overlap.
                 policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
             ),
@@ -84,9 +88,10 @@ async def ensure_checkpoint_schedule(client: Client, task_queue: str, cron: str)
         handle = client.get_schedule_handle(sid)
 
         def updated(inp: ScheduleUpdateInput) -> ScheduleUpdate | None:
-            if list(inp.description.schedule.spec.cron_expressions) == [cron]:
+            if inp.description.schedule.state.note == note:
                 return None
             inp.description.schedule.spec = spec
+            inp.description.schedule.state.note = note
             return ScheduleUpdate(schedule=inp.description.schedule)
 
         await handle.update(updated)

@@ -331,8 +331,9 @@ def cmd_entities(args: argparse.Namespace) -> int:
 
 
 def _cli_actor() -> str:
-    """Who ran a command, for the evidence: the operating-system user (no API login on this path)."""
-    return f"cli:{getpass.getuser()}"
+    """Who ran a command, for the evidence: the operator as `cashcycle users` names them (no API login on
+    this path)."""
+    return os.environ.get("CASHCYCLE_OPERATOR") or getpass.getuser()
 
 
 def _chains(session: Session, entity: str | None) -> list[str]:

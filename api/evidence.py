@@ -18,10 +18,11 @@ from pydantic import BaseModel, Field
 from activities import queries
 from activities.checkpoints import checkpoints_of, signature_valid, trusted_public_keys, verify_and_record
 from activities.controls import load_catalogue
+from activities.db import reading
 from activities.ledger import Verification
 from activities.packs import PackError, PackRequest, build_pack, record_pack
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
-from api.errors import Invalid, NotFound
+from api.errors import Forbidden, Invalid, NotFound
 from workflows.checkpoint import LedgerCheckpointWorkflow
 from workflows.types import CheckpointRequest, CheckpointRun
 
@@ -58,7 +59,7 @@ def _entities(
             e for e in queries.legal_entity_codes(session) if ctx.authorizer.check(username, e, action)
         ]
     if not entities:
-        raise Invalid(f"{action} is granted nowhere to you", field="entity")
+        raise Forbidden(f"{username} may not {action} in any legal entity", code="forbidden", action=action)
     return entities
 
 
@@ -187,12 +188,13 @@ async def make_checkpoints(
         )
         made += run.checkpoint_ids
     trusted = trusted_public_keys(ctx.settings)
-    return [
-        _checkpoint_out(cp, trusted)
-        for code in entities
-        for cp in checkpoints_of(session, code)
-        if cp.id in made
-    ]
+    with reading(ctx.store) as fresh:  # signed by the worker after this request's session began
+        return [
+            _checkpoint_out(cp, trusted)
+            for code in entities
+            for cp in checkpoints_of(fresh, code)
+            if cp.id in made
+        ]
 
 
 class ControlOut(BaseModel):
