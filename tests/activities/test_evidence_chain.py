@@ -326,3 +326,32 @@ def test_nth_facts_helper_is_what_the_chain_holds(store: Store) -> None:
     fill(store, 1)
     assert isinstance(nth_facts(1), LedgerFacts)
     assert rows(store)[0].prev_hash == GENESIS_HASH
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "plain",
+        'a "quoted" word',
+        "back\\slash",
+        "line\nbreak",
+        "Zürich € 東京",
+        "sep\u2028arator",
+        "tab\there",
+        "",
+    ],
+)
+def test_the_fast_verification_path_hashes_exactly_as_the_reference(store: Store, reason: str) -> None:
+    from activities.ledger import _fast_row_hash, _row_hash
+
+    facts = nth_facts(1)
+    with writing(store) as session:
+        append_to_ledger(session, LedgerFacts(**{**facts.__dict__, "reason": reason, "to_status": None}))
+    with reading(store) as session:
+        from activities.ledger import _stream_rows
+
+        stream = _stream_rows(session, "ACME", 1, None)
+        [row] = list(stream)
+        stream.close()
+    assert _fast_row_hash(row[18], row) == _row_hash(row[18], row) == row[19]
+    assert verify(store).intact
