@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo up test lint typecheck bench sync clean
+.PHONY: demo up test lint typecheck bench bench-ledger sync clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -43,6 +43,10 @@ typecheck: sync
 ## Benchmarks (figures printed, compared with their baselines in the same run).
 bench: sync
 	$(VENV)/bin/python bench/lifecycle.py $(ARGS)
+
+## Evidence ledger figures on the local PostgreSQL (appends, verification of 1M entries, a 100k pack).
+bench-ledger: sync
+	$(VENV)/bin/python bench/ledger.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
