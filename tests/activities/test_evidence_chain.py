@@ -355,3 +355,48 @@ def test_the_fast_verification_path_hashes_exactly_as_the_reference(store: Store
         stream.close()
     assert _fast_row_hash(row[18], row) == _row_hash(row[18], row) == row[19]
     assert verify(store).intact
+
+
+def _process_writer(url: str, writer: str, count: int) -> None:
+    s = open_store(url)
+    for n in range(1, count + 1):
+        with writing(s) as session:
+            append_to_ledger(session, nth_facts(n, writer=writer))
+    s.dispose()
+
+
+def test_writer_processes_appending_at_once_on_postgresql_leave_no_gap_fork_or_duplicate(
+    pg_server: str,
+) -> None:
+    """Several worker processes on one PostgreSQL chain: the production deployment."""
+    from activities.db import migrate
+    from tests.conftest import drop_pg_database, new_pg_database
+
+    name, url = new_pg_database(pg_server)
+    migrate(url)
+    store = open_store(url)
+    try:
+        _run_writer_processes(store)
+    finally:
+        store.dispose()
+        drop_pg_database(pg_server, name)
+
+
+def _run_writer_processes(store: Store) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_process_writer, args=(store.url, f"proc-{w}", 40)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    entries = rows(store)
+    assert [e.seq for e in entries] == list(range(1, 121))
+    assert len({e.business_key for e in entries}) == 120
+    prev = GENESIS_HASH
+    for e in entries:
+        assert e.prev_hash == prev, f"fork at seq {e.seq}"
+        prev = e.entry_hash
+    assert verify(store).intact
