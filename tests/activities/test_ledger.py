@@ -168,6 +168,13 @@ def tamper(store: Store, statement: Any) -> None:
         ({"minor": 187266, "neg": -5, "big": 2**63}, '{"big":9223372036854775808,"minor":187266,"neg":-5}'),
         ([], "[]"),
         ({}, "{}"),
+        # RFC 8785 string rules: control characters as \u00XX except the short forms, DEL and non-ASCII
+        # (emoji included, no surrogate escapes) as they are, "/" not escaped.
+        (
+            ["\u0001\u001f", "\b\f\t", "\u007f", "a/b", "😀"],
+            '["\\u0001\\u001f","\\b\\f\\t","\u007f","a/b","😀"]',
+        ),
+        ({"a": [{"c": 1, "b": [True, False]}], "A": None}, '{"A":null,"a":[{"b":[true,false],"c":1}]}'),
         ("", '""'),
     ],
 )
