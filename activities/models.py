@@ -36,6 +36,10 @@ class LegalEntity(SQLModel, table=True):
     endpoint_scheme: str = Field(default="", max_length=4)
     company_id: str = Field(default="", max_length=50)
     iban: str = Field(default="", max_length=34)
+    # The seller's contact on e-invoices (BG-6); Peppol's German rules require it between German parties.
+    contact_name: str = Field(default="", max_length=200)
+    email: str = Field(default="", max_length=254)
+    telephone: str = Field(default="", max_length=40)
 
 
 class CustomerBase(SQLModel):

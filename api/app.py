@@ -23,7 +23,7 @@ from activities.db import Store, migrate, open_store, reading, writing
 from activities.directory import authenticate, record_policy_files
 from activities.settings import Settings, get_settings
 from activities.temporal import connect
-from api import access, approvals, customers, evidence, invoices, payments
+from api import access, approvals, customers, einvoice, evidence, invoices, payments
 from api.deps import AppContext, ContextDep, SessionDep
 from api.errors import Unauthenticated, error_body, install
 from api.schemas import Health, Token
@@ -186,6 +186,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(system)
     app.include_router(customers.router)
     app.include_router(invoices.router)
+    app.include_router(einvoice.router)
     app.include_router(payments.router)
     app.include_router(evidence.router)
     app.include_router(access.router)

@@ -44,8 +44,10 @@ async def add_customer(
     user: CurrentUser,
     idempotency_key: IdempotencyKey,
 ) -> CustomerPublic:
-    """Create a customer with payment terms, currency and billing contact. With `external_ref` (the
-    ERP's id) or an Idempotency-Key, sending the same request twice creates one customer."""
+    """Create a customer with payment terms, currency and billing contact, and what e-invoices to them
+    need: address parts, Peppol endpoint (checked against the EAS code list and its check digits), legal
+    registration number, buyer reference and whether their AP requires a PO number. With `external_ref`
+    (the ERP's id) or an Idempotency-Key, sending the same request twice creates one customer."""
     entities = [
         e
         for e in queries.entities_of(session, user.username)

@@ -32,7 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities import queries
 from activities.db import reading
 from activities.models import Customer, Invoice, LegalEntity
-from activities.money import MoneyError, exponent, format_minor, line_amounts, parse_decimal
+from activities.money import MoneyError, exponent, format_minor, line_amounts, parse_decimal, tax_by_rate
 from api.approvals import ApproveOption, approval_chain, approve_option, rules_state
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from api.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unavailable, from_workflow
@@ -167,7 +167,8 @@ def build_draft(
         raise Invalid("due_date is before issue_date", field="due_date")
     built = build_lines(lines, currency)
     subtotal = sum(ln.net_minor for ln in built)
-    tax = sum(ln.tax_minor for ln in built)
+    # Per rate over the summed nets (EN 16931 BR-CO-17), not the sum of the lines' own taxes: see money.py.
+    tax = sum(tax_by_rate((Decimal(ln.tax_rate), ln.net_minor) for ln in built).values())
     if subtotal + tax <= 0:
         raise Invalid("the invoice total must be positive", field="lines")
     if subtotal + tax > MAX_TOTAL * 10 ** exponent(currency):

@@ -6,7 +6,9 @@ import re
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from activities.einvoice import COUNTRY_CODES, EAS_SCHEMES, VAT_PREFIXES, endpoint_problem
 
 EXTERNAL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/#-]*$"
 
@@ -187,9 +189,64 @@ class CustomerCreate(Strict):
     payment_terms_days: int = Field(default=30, ge=0, le=365)
     email: str = Field(default="", max_length=254, pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$")
     contact_name: str = Field(default="", max_length=200)
-    address: str = Field(default="", max_length=500)
-    country: str = Field(default="", pattern=r"^$|^[A-Z]{2}$")
-    vat_id: str = Field(default="", max_length=32)
+    address: str = Field(default="", max_length=500, description="free text, as printed on PDF invoices")
+    country: str = Field(default="", pattern=r"^$|^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+    vat_id: str = Field(default="", max_length=32, description="with its country prefix, e.g. DE123456789")
+    # The buyer on e-invoices (EN 16931 BG-7, BG-8; Peppol BIS Billing 3.0).
+    street: str = Field(default="", max_length=200)
+    city: str = Field(default="", max_length=100)
+    postal_code: str = Field(default="", max_length=20)
+    endpoint_scheme: str = Field(
+        default="",
+        pattern=r"^$|^[0-9]{4}$",
+        description="EAS code of the Peppol endpoint, e.g. 0088 (GLN), 9930 (German VAT), 0009 (SIRET)",
+    )
+    endpoint_id: str = Field(
+        default="",
+        max_length=100,
+        validate_default=True,
+        description="the customer's Peppol participant identifier under endpoint_scheme",
+    )
+    company_id: str = Field(default="", max_length=50, description="legal registration number (BT-47)")
+    po_required: bool = Field(default=False, description="their AP refuses invoices without a PO number")
+    buyer_reference: str = Field(default="", max_length=100, description="BT-10, quoted on every invoice")
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        if value and value not in COUNTRY_CODES:
+            raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code")
+        return value
+
+    @field_validator("vat_id")
+    @classmethod
+    def _vat_id_prefixed(cls, value: str) -> str:
+        # EN 16931 BR-CO-09: e-invoices refuse a VAT identifier that does not start with a country code.
+        if value and value[:2] not in VAT_PREFIXES:
+            raise ValueError("must start with its country code, e.g. DE123456789 (EL for Greece)")
+        return value
+
+    @field_validator("endpoint_scheme")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and value not in EAS_SCHEMES:
+            raise ValueError(f"{value} is not an electronic address scheme (EAS) Peppol accepts")
+        return value
+
+    @field_validator("endpoint_id")
+    @classmethod
+    def _valid_endpoint(cls, value: str, info: ValidationInfo) -> str:
+        if "endpoint_scheme" not in info.data:  # the scheme itself was refused: that error says it
+            return value
+        scheme = info.data["endpoint_scheme"]
+        if value and not scheme:
+            raise ValueError("needs its endpoint_scheme (the EAS code)")
+        if scheme and not value:
+            raise ValueError(f"is required with endpoint_scheme {scheme}")
+        problem = endpoint_problem(scheme, value) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class CustomerPublic(BaseModel):
@@ -204,6 +261,14 @@ class CustomerPublic(BaseModel):
     address: str
     country: str
     vat_id: str
+    street: str
+    city: str
+    postal_code: str
+    endpoint_scheme: str
+    endpoint_id: str
+    company_id: str
+    po_required: bool
+    buyer_reference: str
     created_by: str
     created_at: datetime
 

@@ -1,0 +1,58 @@
+"""E-invoice party data: address parts, Peppol endpoints, registration numbers; the seller's contact and
+account; the customer's PO rule and buyer reference.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-23 06:30:00
+"""
+from alembic import op
+import sqlalchemy as sa
+import sqlmodel
+
+
+revision = '0004'
+down_revision = '0003'
+branch_labels = None
+depends_on = None
+
+# (column, length) added to both legal_entity and customer; existing rows get '' (not known yet).
+_PARTY_COLUMNS = [
+    ('street', 200),
+    ('city', 100),
+    ('postal_code', 20),
+    ('endpoint_id', 100),
+    ('endpoint_scheme', 4),
+    ('company_id', 50),
+]
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('legal_entity', schema=None) as batch_op:
+        for name, length in _PARTY_COLUMNS:
+            batch_op.add_column(sa.Column(name, sqlmodel.sql.sqltypes.AutoString(length=length), nullable=False, server_default=''))
+        batch_op.add_column(sa.Column('iban', sqlmodel.sql.sqltypes.AutoString(length=34), nullable=False, server_default=''))
+        batch_op.add_column(sa.Column('contact_name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False, server_default=''))
+        batch_op.add_column(sa.Column('email', sqlmodel.sql.sqltypes.AutoString(length=254), nullable=False, server_default=''))
+        batch_op.add_column(sa.Column('telephone', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False, server_default=''))
+
+    with op.batch_alter_table('customer', schema=None) as batch_op:
+        for name, length in _PARTY_COLUMNS:
+            batch_op.add_column(sa.Column(name, sqlmodel.sql.sqltypes.AutoString(length=length), nullable=False, server_default=''))
+        batch_op.add_column(sa.Column('po_required', sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch_op.add_column(sa.Column('buyer_reference', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False, server_default=''))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('customer', schema=None) as batch_op:
+        batch_op.drop_column('buyer_reference')
+        batch_op.drop_column('po_required')
+        for name, _ in reversed(_PARTY_COLUMNS):
+            batch_op.drop_column(name)
+
+    with op.batch_alter_table('legal_entity', schema=None) as batch_op:
+        batch_op.drop_column('telephone')
+        batch_op.drop_column('email')
+        batch_op.drop_column('contact_name')
+        batch_op.drop_column('iban')
+        for name, _ in reversed(_PARTY_COLUMNS):
+            batch_op.drop_column(name)
