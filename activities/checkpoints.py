@@ -288,18 +288,30 @@ def verify_and_record(
     return VerificationRun(result, seq)
 
 
+def checkpoint_chains(
+    store: Store, settings: Settings, entities: list[str], trigger: str, requested_by: str
+) -> tuple[list[LedgerCheckpoint], list[str]]:
+    """Verify each chain (the monitoring control operating, and recorded), then sign a checkpoint of each
+    intact one. A broken chain is not signed (a signature would bless the damage): it is returned and
+    logged as an error, and its failed verification is in the ledger."""
+    made, broken = [], []
+    for entity in entities:
+        run = verify_and_record(store, settings, entity, requested_by)
+        if not run.result.intact:
+            broken.append(entity)
+            continue
+        with writing(store) as session:
+            made.append(sign_checkpoint(session, settings, entity, trigger, requested_by))
+    return made, broken
+
+
 def checkpoint_all(
     store: Store, settings: Settings, trigger: str, requested_by: str
-) -> list[LedgerCheckpoint]:
-    """A checkpoint of every chain that has entries (the schedule's work)."""
+) -> tuple[list[LedgerCheckpoint], list[str]]:
+    """The schedule's work: every chain that has entries."""
     with reading(store) as session:
         entities = chain_entities(session)
-    made = []
-    for entity in entities:
-        with writing(store) as session:
-            cp = sign_checkpoint(session, settings, entity, trigger, requested_by)
-        made.append(cp)
-    return made
+    return checkpoint_chains(store, settings, entities, trigger, requested_by)
 
 
 def latest_entry_seq(session: Session, legal_entity: str) -> int:
@@ -322,16 +334,18 @@ class CheckpointActivities:
     def sign_ledger_checkpoints(self, req: CheckpointRequest) -> CheckpointRun:
         try:
             if req.legal_entity:
-                with writing(self.store) as session:
-                    made = [
-                        sign_checkpoint(
-                            session, self.settings, req.legal_entity, req.trigger, req.requested_by
+                with reading(self.store) as session:
+                    if not any(e == req.legal_entity for e in chain_entities(session)):
+                        raise NothingToCheckpoint(
+                            f"the ledger of {req.legal_entity} has no entries to checkpoint"
                         )
-                    ]
+                made, broken = checkpoint_chains(
+                    self.store, self.settings, [req.legal_entity], req.trigger, req.requested_by
+                )
             else:
-                made = checkpoint_all(self.store, self.settings, req.trigger, req.requested_by)
+                made, broken = checkpoint_all(self.store, self.settings, req.trigger, req.requested_by)
         except SigningKeyError as exc:
             raise ApplicationError(str(exc), type="signing_key", non_retryable=True) from None
         except NothingToCheckpoint as exc:
             raise ApplicationError(str(exc), type="no_entries", non_retryable=True) from None
-        return CheckpointRun([cp.id for cp in made if cp.id is not None])
+        return CheckpointRun([cp.id for cp in made if cp.id is not None], broken)

@@ -7,6 +7,7 @@ legal entities, users and roles.
     cashcycle users add NAME [--password P] | list | grant NAME ROLE ENTITY | revoke NAME ROLE ENTITY
     cashcycle users disable NAME [--reason TEXT] | conflicts
     cashcycle mail-capture --port 1025 --dir DIR
+    cashcycle portal-sim [--host 127.0.0.1] [--port 9100] [--scenario FILE]
 """
 
 from __future__ import annotations
@@ -271,6 +272,14 @@ def cmd_mail_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_portal_sim(args: argparse.Namespace) -> int:
+    """A simulated customer portal (cXML, Coupa-style REST, Peppol) for the tests and the demo."""
+    from api.portal_sim import serve
+
+    serve(args.host, args.port, Path(args.scenario) if args.scenario else None)
+    return 0
+
+
 def _store_session() -> Store:
     settings = get_settings()
     migrate(settings.sqlalchemy_url)
@@ -348,9 +357,9 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from activities.checkpoints import (
         NothingToCheckpoint,
         SigningKeyError,
+        checkpoint_chains,
         checkpoint_message,
         checkpoints_of,
-        sign_checkpoint,
         signature_valid,
         trusted_public_keys,
         verify_and_record,
@@ -374,14 +383,18 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         return 1 if broken else 0
     if args.ledger_cmd == "checkpoint":
         try:
-            for entity in entities:
-                with writing(store) as session:
-                    cp = sign_checkpoint(session, settings, entity, "on_demand", _cli_actor())
-                print(f"{entity}: checkpoint #{cp.id} at seq {cp.seq}, head {cp.entry_hash}, key {cp.key_id}")
+            made, unsigned = checkpoint_chains(store, settings, entities, "on_demand", _cli_actor())
         except (SigningKeyError, NothingToCheckpoint) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        return 0
+        for cp in made:
+            print(
+                f"{cp.legal_entity}: checkpoint #{cp.id} at seq {cp.seq}, "
+                f"head {cp.entry_hash}, key {cp.key_id}"
+            )
+        for entity in unsigned:
+            print(f"{entity}: does not verify, not signed (cashcycle ledger verify --entity {entity})")
+        return 1 if unsigned else 0
     trusted = trusted_public_keys(settings)
     with reading(store) as session:
         rows = [
@@ -544,6 +557,11 @@ def parser() -> argparse.ArgumentParser:
     mail.add_argument("--port", type=int, default=1025)
     mail.add_argument("--dir", default=".cashcycle/outbox")
     mail.set_defaults(func=cmd_mail_capture)
+    sim = sub.add_parser("portal-sim", help="a simulated customer portal: cXML, Coupa-style REST, Peppol")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=9100)
+    sim.add_argument("--scenario", help="a scenario file (TOML or JSON); default: the demo's portal")
+    sim.set_defaults(func=cmd_portal_sim)
     ent = sub.add_parser("entities", help="legal entities")
     ent_sub = ent.add_subparsers(dest="action", required=True)
     add = ent_sub.add_parser("add")

@@ -22,7 +22,7 @@ from activities.db import reading
 from activities.ledger import Verification
 from activities.packs import PackError, PackRequest, build_pack, record_pack
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
-from api.errors import Forbidden, Invalid, NotFound
+from api.errors import Conflict, Forbidden, Invalid, NotFound
 from workflows.checkpoint import LedgerCheckpointWorkflow
 from workflows.types import CheckpointRequest, CheckpointRun
 
@@ -186,6 +186,13 @@ async def make_checkpoints(
             id=f"ledger-checkpoint/on-demand/{key}",
             task_queue=ctx.settings.task_queue,
         )
+        if run.broken_chains:
+            raise Conflict(
+                f"the ledger of {code} does not verify, so it was not signed: see "
+                "GET /api/v1/evidence/ledger/verify (the failed verification is recorded)",
+                code="ledger_broken",
+                legal_entity=code,
+            )
         made += run.checkpoint_ids
     trusted = trusted_public_keys(ctx.settings)
     with reading(ctx.store) as fresh:  # signed by the worker after this request's session began

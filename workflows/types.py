@@ -276,3 +276,4 @@ class CheckpointRequest:
 @dataclass(frozen=True)
 class CheckpointRun:
     checkpoint_ids: list[int]
+    broken_chains: list[str] = field(default_factory=list)  # verified broken, so not signed

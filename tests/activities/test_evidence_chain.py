@@ -400,3 +400,33 @@ def _run_writer_processes(store: Store) -> None:
         assert e.prev_hash == prev, f"fork at seq {e.seq}"
         prev = e.entry_hash
     assert verify(store).intact
+
+
+def test_the_scheduled_run_verifies_first_and_never_signs_a_broken_chain(
+    store: Store, settings: Settings
+) -> None:
+    from activities.checkpoints import CheckpointActivities
+    from workflows.types import CheckpointRequest
+
+    fill(store, 3)
+    with writing(store) as session:
+        append_to_ledger(
+            session, LedgerFacts(**{**nth_facts(1, writer="g").__dict__, "legal_entity": "GLOBEX"})
+        )
+    disable_append_only(store)
+    with writing(store) as session:
+        session.execute(
+            update(LedgerEntry)
+            .where(col(LedgerEntry.legal_entity) == "GLOBEX", col(LedgerEntry.seq) == 1)
+            .values(actor="mallory")
+        )
+    run = CheckpointActivities(store, settings).sign_ledger_checkpoints(CheckpointRequest(trigger="schedule"))
+    assert run.broken_chains == ["GLOBEX"] and len(run.checkpoint_ids) == 1
+    with reading(store) as session:
+        assert [c.seq for c in checkpoints_of(session, "ACME")] == [4]  # signed after its verification run
+        assert checkpoints_of(session, "GLOBEX") == []
+        globex = session.exec(
+            select(LedgerEntry).where(LedgerEntry.legal_entity == "GLOBEX").order_by(col(LedgerEntry.seq))
+        ).all()
+    assert globex[-1].event == "ledger_verification_failed" and globex[-1].actor == "cashcycle"
+    assert [e.event for e in rows(store)[3:]] == ["ledger_verified", "ledger_checkpoint"]
