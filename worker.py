@@ -20,14 +20,25 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.approval_matrix import MatrixFile
 from activities.approvals import ApprovalActivities
 from activities.checkpoints import CheckpointActivities
-from activities.db import Store, migrate, open_store, writing
-from activities.delivery import DeliveryActivities, SmtpConfig
+from activities.db import Store, migrate, open_store, reading, writing
+from activities.delivery import DeliveryActivities, SmtpConfig, smtp_config
 from activities.directory import record_policy_files
+from activities.documents import InvoiceDocument
+from activities.einvoice import document_for, render_ubl
+from activities.portals.activity import PortalActivities
+from activities.portals.base import FollowUp
 from activities.settings import Settings, get_settings
-from activities.temporal import connect, ensure_checkpoint_schedule, ensure_search_attributes
+from activities.submission import PortalPollActivities, SubmissionActivities, portal_adapters
+from activities.temporal import (
+    connect,
+    ensure_checkpoint_schedule,
+    ensure_portal_poll_schedules,
+    ensure_search_attributes,
+)
 from activities.transitions import TransitionActivities
 from workflows.checkpoint import LedgerCheckpointWorkflow
 from workflows.invoice import InvoiceWorkflow
+from workflows.portal_poll import PortalPollWorkflow
 
 log = logging.getLogger("cashcycle.worker")
 
@@ -41,23 +52,13 @@ PASSTHROUGH_WORKFLOW_MODULES = (
     "workflows.errors",
     "workflows.approval",
     "workflows.checkpoint",
+    "workflows.portal_poll",
 )
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_WORKFLOW_MODULES)
     return SandboxedWorkflowRunner(restrictions=restrictions)
-
-
-def smtp_config(settings: Settings) -> SmtpConfig:
-    return SmtpConfig(
-        host=settings.smtp_host or "127.0.0.1",
-        port=settings.smtp_port,
-        mail_from=settings.mail_from,
-        username=settings.smtp_username,
-        password=settings.smtp_password,
-        starttls=settings.smtp_starttls,
-    )
 
 
 def matrix_file(settings: Settings) -> MatrixFile:
@@ -74,13 +75,23 @@ def build_worker(
     settings: Settings | None = None,
 ) -> Worker:
     transitions = TransitionActivities(store)
-    checkpoints = CheckpointActivities(store, settings or get_settings())
+    settings = settings or get_settings()
+    checkpoints = CheckpointActivities(store, settings)
+    adapters = portal_adapters(settings, smtp)
+    submission = SubmissionActivities(store, adapters)
+
+    def document(invoice_id: str) -> InvoiceDocument:
+        with reading(store) as session:
+            return document_for(session, invoice_id)
+
+    portals = PortalActivities(adapters, documents=document, render_ubl=render_ubl)
+    polling = PortalPollActivities(store, client, adapters)
     delivery = DeliveryActivities(store, smtp)
     approvals = ApprovalActivities(store, smtp, matrix)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[InvoiceWorkflow, LedgerCheckpointWorkflow],
+        workflows=[InvoiceWorkflow, LedgerCheckpointWorkflow, PortalPollWorkflow],
         workflow_runner=workflow_runner(),
         activities=[
             transitions.record_invoice_transition,
@@ -88,6 +99,9 @@ def build_worker(
             approvals.plan_approval,
             approvals.notify_approval_sla,
             checkpoints.sign_ledger_checkpoints,
+            submission.plan_delivery,
+            portals.submit_to_portal,
+            polling.poll_and_route,
         ],
         activity_executor=executor,
         max_concurrent_activities=16,
@@ -104,6 +118,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     await ensure_search_attributes(client)
     sid = await ensure_checkpoint_schedule(client, settings.task_queue, settings.checkpoint_cron)
     log.info("ledger checkpoints: schedule %s (%s UTC)", sid, settings.checkpoint_cron)
+    pulled = [
+        name
+        for name, a in portal_adapters(settings, smtp_config(settings)).items()
+        if a.follow_up is FollowUp.POLL
+    ]
+    for sid in await ensure_portal_poll_schedules(
+        client, settings.task_queue, pulled, settings.portal_poll_seconds
+    ):
+        log.info("portal status polling: schedule %s (every %g s)", sid, settings.portal_poll_seconds)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -128,7 +128,10 @@ class ApprovalActivities:
         state = req.state
         entity = state.legal_entity
         with reading(self._store) as session:
-            if req.kind == "approval_escalation":
+            if req.kind == "portal_rejection":
+                # The people who prepared it fix it: its creator, editors and submitters.
+                candidates = sorted({state.created_by, *state.editors, *state.submitters})
+            elif req.kind == "approval_escalation":
                 candidates = self._holders(session, "ar_supervisor", entity)
             elif req.assignee:
                 candidates = [req.assignee]
@@ -140,14 +143,27 @@ class ApprovalActivities:
                 *state.submitters,
                 *(a.approver for a in state.approvals),
             }
-            recipients = [u for u in candidates if u not in barred or req.kind == "approval_escalation"]
+            recipients = [
+                u
+                for u in candidates
+                if u not in barred or req.kind in ("approval_escalation", "portal_rejection")
+            ]
             emails = {
                 u.username: u.email
                 for u in session.exec(select(User).where(col(User.username).in_(recipients)))
             }
         amount = format_minor(state.draft.total_minor, state.draft.currency)
         label = state.number or state.external_id
-        if req.kind == "approval_escalation":
+        if req.kind == "portal_rejection":
+            where = f"the portal {state.portal}" if state.portal and state.portal != "email" else "delivery"
+            subject = f"Invoice {label} was not accepted by {where}: fix and resubmit"
+            body = (
+                f"Invoice {label} ({amount} {state.draft.currency}) was refused: {state.portal_reason}. "
+                f"Fix it (POST /api/v1/invoices/{state.invoice_id}/fix, then edit and submit): if amounts, "
+                "tax, PO and customer stay as approved, it goes straight back out; otherwise it is approved "
+                "again first."
+            )
+        elif req.kind == "approval_escalation":
             subject = f"Escalation: invoice {label} waits for tier {req.tier} ({req.role}) approval"
             body = (
                 f"Invoice {label} ({amount} {state.draft.currency}) has waited since {state.tier_since} for "

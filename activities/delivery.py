@@ -31,6 +31,7 @@ from activities.db import Store, reading, writing
 from activities.models import Customer, Invoice, InvoiceDelivery, LegalEntity
 from activities.money import format_minor
 from activities.numbering import issue_number
+from activities.settings import Settings
 from workflows.types import DeliveryRequest, DeliveryResult, InvoiceState
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "ui" / "templates" / "documents"
@@ -290,3 +291,14 @@ class DeliveryActivities:
                     )
                 )
         return DeliveryResult(channel="email", message_id=message_id, recipient=customer.email, number=number)
+
+
+def smtp_config(settings: Settings) -> SmtpConfig:
+    return SmtpConfig(
+        host=settings.smtp_host or "127.0.0.1",
+        port=settings.smtp_port,
+        mail_from=settings.mail_from,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+    )

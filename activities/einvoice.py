@@ -772,13 +772,15 @@ def party_of(row: LegalEntity | Customer) -> Party:
     )
 
 
-def document_for(session: Session, invoice_id: str) -> InvoiceDocument:
+def document_for(session: Session, invoice_id: str, provisional_number: str = "") -> InvoiceDocument:
     """The issued invoice as a document, from the store: LookupError for an unknown id, NotIssued before it
-    has a number. The parties are the legal entity's and the customer's master data as they are now."""
+    has a number (unless a provisional one is given: the pre-submission checks look at the document before
+    it takes a number, so that an invoice stopped by them does not use one up). The parties are the legal
+    entity's and the customer's master data as they are now."""
     inv = session.get(Invoice, invoice_id)
     if inv is None:
         raise LookupError(f"no invoice {invoice_id}")
-    if inv.number is None:
+    if inv.number is None and not provisional_number:
         raise NotIssued(
             f"invoice {invoice_id} is {inv.status} and has no number yet: it is issued when delivered"
         )
@@ -802,7 +804,7 @@ def document_for(session: Session, invoice_id: str) -> InvoiceDocument:
     return InvoiceDocument(
         kind="invoice",
         id=inv.id,
-        number=inv.number,
+        number=inv.number or provisional_number,
         issue_date=inv.issue_date.isoformat(),
         due_date=inv.due_date.isoformat(),
         currency=inv.currency,

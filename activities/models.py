@@ -63,6 +63,9 @@ class CustomerBase(SQLModel):
     po_required: bool = False
     # BT-10, the reference the buyer asks to quote (cost centre, AP mailbox id); Peppol needs it or a PO.
     buyer_reference: str = Field(default="", max_length=100)
+    # The channel invoices reach this customer through: a portal named in the portal configuration
+    # (CASHCYCLE_PORTALS_FILE), or "email" (PDF by mail) for customers without one.
+    portal: str = Field(default="email", max_length=64)
 
 
 class Customer(CustomerBase, table=True):
@@ -297,3 +300,34 @@ class LedgerCheckpoint(SQLModel, table=True):
     signature: str = Field(max_length=128)  # over checkpoint_message(...), hex
     trigger: str = Field(max_length=16)  # "schedule" or "on_demand"
     requested_by: str = Field(max_length=64)
+
+
+class PortalSubmission(SQLModel, table=True):
+    """One pass of one invoice through a customer's portal, and what the portal said about it: the read
+    model of the portal reports (first-pass acceptance, rejections by reason, time in portal)."""
+
+    __tablename__ = "portal_submission"
+    submission_key: str = Field(primary_key=True, max_length=100)  # "<invoice id>.pass-<n>"
+    invoice_id: str = Field(foreign_key="invoice.id", index=True, max_length=36)
+    legal_entity: str = Field(max_length=32, index=True)
+    customer_id: str = Field(max_length=36, index=True)
+    portal: str = Field(max_length=64, index=True)
+    channel: str = Field(max_length=16)
+    submission_pass: int
+    portal_ref: str = Field(default="", max_length=200, index=True)
+    submitted_at: datetime = Field(index=True)
+    status: str = Field(max_length=32)  # a normalised PortalStatus
+    status_at: datetime
+    reason_code: str = Field(default="", max_length=8)
+    reason_text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    accepted_at: datetime | None = None
+    rejected_at: datetime | None = None
+
+
+class PortalCursor(SQLModel, table=True):
+    """Where the last poll of a pulled portal stopped (its clock): the next poll asks for what changed since."""
+
+    __tablename__ = "portal_cursor"
+    portal: str = Field(primary_key=True, max_length=64)
+    cursor: str = Field(default="", max_length=64)
+    updated_at: datetime = Field(default_factory=utcnow)

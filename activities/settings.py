@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     ledger_signing_key: str = ""
     ledger_trusted_keys: str = ""
     checkpoint_cron: str = "0 1 * * *"
+    # Customer portals: their configuration (TOML; secrets as env:VAR), and how often pulled portals
+    # (Coupa-style) are polled for status updates.
+    portals_file: str = ""
+    portal_poll_seconds: float = 300.0
     update_timeout_seconds: float = 30.0
 
     @model_validator(mode="after")

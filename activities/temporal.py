@@ -11,6 +11,7 @@ from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
@@ -22,6 +23,7 @@ from temporalio.common import SearchAttributeIndexedValueType
 
 from workflows.checkpoint import LedgerCheckpointWorkflow, schedule_id
 from workflows.invoice import SEARCH_ATTRIBUTES
+from workflows.portal_poll import PortalPollWorkflow, poll_schedule_id
 from workflows.types import CheckpointRequest
 
 
@@ -96,3 +98,41 @@ async def ensure_checkpoint_schedule(client: Client, task_queue: str, cron: str)
 
         await handle.update(updated)
     return sid
+
+
+async def ensure_portal_poll_schedules(
+    client: Client, task_queue: str, portals: list[str], every_seconds: float
+) -> list[str]:
+    """A poll schedule for each portal that makes us fetch its statuses (created once, its interval kept
+    in line with the configuration)."""
+    ids = []
+    for portal in portals:
+        sid = poll_schedule_id(task_queue, portal)
+        spec = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every_seconds))])
+        note = f"every {every_seconds:g} s, from CASHCYCLE_PORTAL_POLL_SECONDS"
+        try:
+            await client.create_schedule(
+                sid,
+                Schedule(
+                    action=ScheduleActionStartWorkflow(
+                        PortalPollWorkflow.run, portal, id=f"{sid}/run", task_queue=task_queue
+                    ),
+                    spec=spec,
+                    state=ScheduleState(note=note),
+                    policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+                ),
+            )
+        except ScheduleAlreadyRunningError:
+
+            def updated(
+                inp: ScheduleUpdateInput, spec: ScheduleSpec = spec, note: str = note
+            ) -> ScheduleUpdate | None:
+                if inp.description.schedule.state.note == note:
+                    return None
+                inp.description.schedule.spec = spec
+                inp.description.schedule.state.note = note
+                return ScheduleUpdate(schedule=inp.description.schedule)
+
+            await client.get_schedule_handle(sid).update(updated)
+        ids.append(sid)
+    return ids

@@ -20,7 +20,7 @@ from activities.approvals import authority_refusal
 from activities.db import Store, writing
 from activities.directory import roles_of
 from activities.ledger import LedgerFacts, append_to_ledger, find_by_business_key
-from activities.models import Invoice, InvoiceLine, Payment, PaymentAllocation
+from activities.models import Invoice, InvoiceLine, Payment, PaymentAllocation, PortalSubmission
 from activities.numbering import allocate_number, issue_number  # noqa: F401 (re-exported)
 from workflows.types import InvoiceState, RecordResult, TransitionRecord
 
@@ -198,6 +198,9 @@ def record_transition(session: Session, rec: TransitionRecord) -> RecordResult:
             )
         )
 
+    if rec.portal is not None:
+        payload["portal"] = _portal_submission(session, rec, at)
+
     entry = append_to_ledger(
         session,
         LedgerFacts(
@@ -233,3 +236,47 @@ class TransitionActivities:
         """Append the transition to the ledger and apply it to the invoice read model, atomically."""
         with writing(self._store) as session:
             return record_transition(session, rec)
+
+
+def _portal_submission(session: Session, rec: TransitionRecord, at: datetime) -> dict[str, object]:
+    """The portal_submission read model follows each pass: created when it is sent, then each status the
+    portal reports. Returns what the ledger entry records about it."""
+    p = rec.portal
+    assert p is not None
+    said_at = datetime.fromisoformat(p.at) if p.at else at
+    row = session.get(PortalSubmission, p.submission_key)
+    if row is None:
+        row = PortalSubmission(
+            submission_key=p.submission_key,
+            invoice_id=rec.object_id,
+            legal_entity=rec.legal_entity,
+            customer_id=rec.state.draft.customer_id,
+            portal=p.portal,
+            channel=p.channel,
+            submission_pass=p.submission_pass,
+            portal_ref=p.portal_ref,
+            submitted_at=at,
+            status=p.status or "received",
+            status_at=said_at,
+        )
+    row.status, row.status_at = p.status or row.status, said_at
+    if p.portal_ref:
+        row.portal_ref = p.portal_ref
+    if rec.event == "portal_accept" and row.accepted_at is None:
+        row.accepted_at = said_at
+    if rec.event == "portal_reject":
+        row.rejected_at = said_at
+        row.reason_code, row.reason_text = p.reason_code, p.reason_text
+    session.add(row)
+    session.flush()
+    return {
+        "portal": p.portal,
+        "channel": p.channel,
+        "submission_pass": p.submission_pass,
+        "submission_key": p.submission_key,
+        "status": p.status,
+        "at": p.at,
+        "portal_ref": p.portal_ref,
+        "reason_code": p.reason_code,
+        "reason_text": p.reason_text,
+    }

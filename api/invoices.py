@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Response
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
@@ -31,7 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities import queries
 from activities.db import reading
-from activities.models import Customer, Invoice, LegalEntity
+from activities.models import Customer, Invoice, LegalEntity, PortalSubmission
 from activities.money import MoneyError, exponent, format_minor, line_amounts, parse_decimal, tax_by_rate
 from api.approvals import ApproveOption, approval_chain, approve_option, rules_state
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
@@ -39,6 +39,7 @@ from api.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unavail
 from api.schemas import (
     ApprovalOut,
     ApproveBody,
+    FixBody,
     HistoryEntry,
     InvoiceCreate,
     InvoiceEdit,
@@ -46,6 +47,7 @@ from api.schemas import (
     InvoicePublic,
     LineIn,
     LineOut,
+    PortalOut,
     ReasonBody,
     ReassignBody,
     SubmitBody,
@@ -79,6 +81,7 @@ COMMANDS = {
     "approve": "invoice:approve",
     "reject": "invoice:reject",
     "void": "invoice:void",
+    "fix": "invoice:edit",
 }
 
 
@@ -271,7 +274,32 @@ def present(ctx: AppContext, session: Session, inv: Invoice, username: str) -> I
         actions=actions,
         unavailable_actions=unavailable,
         exchange_rate=inv.exchange_rate,
+        portal=_portal_of(session, inv.id),
         approval=approval_chain(inv).model_dump(mode="json"),
+    )
+
+
+def _portal_of(session: Session, invoice_id: str) -> PortalOut | None:
+    row = session.exec(
+        select(PortalSubmission)
+        .where(PortalSubmission.invoice_id == invoice_id)
+        .order_by(col(PortalSubmission.submission_pass).desc())
+    ).first()
+    if row is None:
+        return None
+    return PortalOut(
+        portal=row.portal,
+        channel=row.channel,
+        submission_pass=row.submission_pass,
+        submission_key=row.submission_key,
+        portal_ref=row.portal_ref,
+        status=row.status,
+        status_at=row.status_at,
+        submitted_at=row.submitted_at,
+        reason_code=row.reason_code,
+        reason_text=row.reason_text,
+        accepted_at=row.accepted_at,
+        rejected_at=row.rejected_at,
     )
 
 
@@ -674,6 +702,24 @@ async def reject_invoice(
         "reject",
         InvoiceWorkflow.reject,
         lambda _s, _i, actor: Command(actor, body.reason),
+        idempotency_key,
+    )
+
+
+@router.post("/invoices/{invoice_id}/fix", response_model=InvoicePublic)
+async def fix_invoice(
+    invoice_id: str, body: FixBody, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
+) -> InvoicePublic:
+    """Take an invoice the customer's portal rejected (or a pre-submission check stopped) back to draft to
+    correct it (portal_rejected -> draft). Edit it, then submit: if amounts, tax, PO and customer are as
+    approved, it goes straight back to the portal as the next pass; otherwise it is approved again."""
+    return await _command(
+        ctx,
+        user.username,
+        invoice_id,
+        "fix",
+        InvoiceWorkflow.fix,
+        lambda _s, _i, actor: Command(actor, body.comment),
         idempotency_key,
     )
 

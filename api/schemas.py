@@ -99,6 +99,27 @@ class ReasonBody(Strict):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class PortalOut(BaseModel):
+    """Where the invoice stands in the customer's portal (its latest pass)."""
+
+    portal: str
+    channel: str
+    submission_pass: int
+    submission_key: str
+    portal_ref: str
+    status: str
+    status_at: datetime
+    submitted_at: datetime
+    reason_code: str
+    reason_text: str
+    accepted_at: datetime | None
+    rejected_at: datetime | None
+
+
+class FixBody(Strict):
+    comment: str = Field(min_length=1, max_length=2000, description="what is being corrected")
+
+
 class SubmitBody(Strict):
     comment: str = Field(default="", max_length=2000)
 
@@ -151,6 +172,7 @@ class InvoicePublic(BaseModel):
         default_factory=list, description="what the state allows but the caller may not do, and why"
     )
     exchange_rate: str = Field(default="1", description="entity currency per unit of the invoice currency")
+    portal: PortalOut | None = Field(default=None, description="the latest pass through the customer's portal")
     approval: Any = Field(
         default=None,
         description="the approval chain: tiers, who approved, on whose "

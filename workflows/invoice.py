@@ -12,10 +12,15 @@ Updates (each refusable by a validator that leaves no trace in history):
     reject         -- pending_approval -> draft, reason required
     void           -- before delivery only, reason required
     apply_payment  -- a receipt's allocation: partially_paid or paid; over-allocation refused
+    fix            -- portal_rejected -> draft, to correct what the customer's portal refused
+Signals:
+    portal_status  -- what the customer's portal says (pushed to the API, or polled by the portal's
+                      poller workflow): accepted, rejected with a reason, in process, paid...
 Queries:
     state          -- the InvoiceState as last recorded
 Timers: while a tier waits, a reminder to its approvers and then an alert to the supervisors (the
-approval SLA); after approval, the release at the issue date, then delivery and `submitted`.
+approval SLA); after approval, the release at the issue date, then delivery through the customer's
+channel (e-mail, or a portal: pre-submission checks, then one numbered pass) and `submitted`.
 Every transition is appended to the evidence ledger and the read model by the
 `record_invoice_transition` activity before the new state is visible.
 """
@@ -43,6 +48,8 @@ from workflows.types import (
     Assignment,
     Authority,
     Command,
+    DeliveryPlan,
+    DeliveryPlanRequest,
     DeliveryRequest,
     DeliveryResult,
     EditCommand,
@@ -54,6 +61,10 @@ from workflows.types import (
     PaymentApplied,
     PaymentCommand,
     PlanRequest,
+    PortalEvent,
+    PortalSubmitRequest,
+    PortalSubmitResult,
+    PortalUpdate,
     ReassignCommand,
     RecordResult,
     TransitionRecord,
@@ -73,6 +84,20 @@ SYSTEM = Actor(username="system", roles=["system"], rule="workflow")
 
 def invoice_workflow_id(legal_entity: str, external_id: str) -> str:
     return f"invoice/{legal_entity}/{external_id}"
+
+
+def approved_terms(draft: InvoiceDraft) -> tuple[object, ...]:
+    """What an approval approves: the customer, the PO, the currency and every amount and tax rate (a
+    changed description or note is not among them)."""
+    return (
+        draft.customer_id,
+        draft.po_number or "",
+        draft.currency,
+        draft.subtotal_minor,
+        draft.tax_total_minor,
+        draft.total_minor,
+        tuple((ln.quantity, ln.unit_price, ln.tax_rate, ln.net_minor) for ln in draft.lines),
+    )
 
 
 @workflow.defn
@@ -101,6 +126,20 @@ class InvoiceWorkflow:
         # recording activity commits, before this workflow has moved (and, after a worker crash, until the
         # replay catches up): a payment sent on the store's word then waits for the lock, not a refusal.
         self._delivering = False
+        # The customer's channel and where the invoice stands there.
+        self._portal = ""
+        self._channel = ""
+        self._follow_up = ""
+        self._pass = 0
+        self._portal_ref = ""
+        self._portal_status = ""
+        self._portal_reason = ""
+        self._inbox: list[PortalUpdate] = []
+        self._seen_updates: set[str] = set()
+        # After a rejection's fix: what the approvers approved (amounts, tax, PO, customer), to tell
+        # whether the corrected invoice needs their approval again.
+        self._approved_terms: tuple[object, ...] | None = None
+        self._reopened = False
         # Transitions run one at a time: two approvals racing are serialised here, and the loser is
         # refused against the state the winner left.
         self._lock = asyncio.Lock()
@@ -116,6 +155,8 @@ class InvoiceWorkflow:
                 await self._release_and_deliver()
             elif self._status == Status.PENDING_APPROVAL:
                 await self._watch_approval_sla()
+            elif self._follow_up in ("push", "poll") and self._status in states.OPEN_RECEIVABLE:
+                await self._follow_portal()
             else:
                 await self._wait_to_leave(self._status)
         # Let in-flight update handlers finish so their callers get an answer, not a closed workflow.
@@ -182,28 +223,177 @@ class InvoiceWorkflow:
             self._delivering = True
             try:
                 cfg = self._inp.config
-                delivery = await workflow.execute_activity(
-                    "deliver_invoice",
-                    DeliveryRequest(
-                        self._inp.invoice_id, workflow.info().workflow_id, self._seq + 1, self._state()
-                    ),
-                    result_type=DeliveryResult,
+                plan = await workflow.execute_activity(
+                    "plan_delivery",
+                    DeliveryPlanRequest(self._inp.invoice_id, self._state()),
+                    result_type=DeliveryPlan,
                     start_to_close_timeout=timedelta(seconds=cfg.delivery_timeout_seconds),
-                    retry_policy=RetryPolicy(
-                        initial_interval=timedelta(seconds=1),
-                        maximum_interval=timedelta(seconds=cfg.delivery_retry_max_interval_seconds),
-                    ),
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
                 )
-                self._delivered_at = workflow.now().isoformat()
-                self._number = delivery.number or self._number
-                await self._transition(
-                    Event.DELIVER,
-                    replace(SYSTEM, rule="workflow:deliver"),
-                    f"{delivery.channel} to {delivery.recipient}",
-                    "",
-                )
+                self._portal, self._channel, self._follow_up = plan.portal, plan.channel, plan.follow_up
+                if plan.problems:
+                    # Stopped before it leaves: what the portal would refuse, fixed as a rejection is.
+                    self._portal_reason = "pre-submission check: " + "; ".join(plan.problems)
+                    await self._transition(
+                        Event.BLOCK_SUBMISSION,
+                        replace(SYSTEM, rule="workflow:presubmission"),
+                        self._portal_reason,
+                        "",
+                    )
+                    await self._notify_preparers()
+                elif plan.channel == "email":
+                    await self._deliver_by_mail()
+                else:
+                    await self._submit_to_portal()
             finally:
                 self._delivering = False
+
+    async def _deliver_by_mail(self) -> None:
+        cfg = self._inp.config
+        delivery = await workflow.execute_activity(
+            "deliver_invoice",
+            DeliveryRequest(self._inp.invoice_id, workflow.info().workflow_id, self._seq + 1, self._state()),
+            result_type=DeliveryResult,
+            start_to_close_timeout=timedelta(seconds=cfg.delivery_timeout_seconds),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                maximum_interval=timedelta(seconds=cfg.delivery_retry_max_interval_seconds),
+            ),
+        )
+        self._delivered_at = workflow.now().isoformat()
+        self._number = delivery.number or self._number
+        await self._transition(
+            Event.DELIVER,
+            replace(SYSTEM, rule="workflow:deliver"),
+            f"{delivery.channel} to {delivery.recipient}",
+            "",
+        )
+
+    async def _submit_to_portal(self) -> None:
+        """One numbered pass through the customer's portal. Transient failures (5xx, 429, timeouts) are
+        retried with backoff under the same pass, hence the same idempotency key: the portal answers a
+        retry with its first result, never a second document. A refusal of the document itself is
+        recorded as the submission it was, then as the rejection."""
+        cfg = self._inp.config
+        number = self._pass + 1
+        key = f"{self._inp.invoice_id}.pass-{number}"
+        try:
+            result = await workflow.execute_activity(
+                "submit_to_portal",
+                PortalSubmitRequest(self._portal, self._inp.invoice_id, number),
+                result_type=PortalSubmitResult,
+                start_to_close_timeout=timedelta(seconds=cfg.delivery_timeout_seconds),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_interval=timedelta(seconds=cfg.delivery_retry_max_interval_seconds),
+                    non_retryable_error_types=[
+                        "portal_rejected",
+                        "portal_refused",
+                        "unknown_portal",
+                        "document_invalid",
+                    ],
+                ),
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            if not isinstance(cause, ApplicationError):
+                raise
+            details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+            if cause.type == "portal_rejected":
+                self._pass, self._portal_ref = number, ""
+                await self._record_submission(key, "received", workflow.now().isoformat(), "")
+                await self._apply_portal_update(
+                    PortalUpdate(
+                        portal=self._portal,
+                        status="rejected",
+                        at=workflow.now().isoformat(),
+                        submission_key=key,
+                        reason_code=str(details.get("reason_code") or ""),
+                        reason_text=str(details.get("reason_text") or cause.message),
+                        update_id=f"{key}#submit",
+                    )
+                )
+                return
+            # Our side is wrong (credentials, configuration, master data): nothing reached the portal.
+            self._portal_reason = f"{cause.type}: {cause.message}"
+            await self._transition(
+                Event.BLOCK_SUBMISSION, replace(SYSTEM, rule="workflow:submit"), self._portal_reason, ""
+            )
+            await self._notify_preparers()
+            return
+        self._pass, self._portal_ref = number, result.portal_ref
+        self._number = result.number or self._number
+        await self._record_submission(key, result.status or "received", result.at, result.portal_ref)
+
+    async def _record_submission(self, key: str, status: str, at: str, portal_ref: str) -> None:
+        self._delivered_at = workflow.now().isoformat()
+        self._reopened = False
+        self._portal_status = status
+        await self._transition(
+            Event.DELIVER,
+            replace(SYSTEM, rule="workflow:submit"),
+            f"pass {self._pass} to portal {self._portal} ({self._channel}): {status}",
+            "",
+            portal=PortalEvent(self._portal, self._channel, self._pass, key, status, at, portal_ref),
+        )
+
+    async def _follow_portal(self) -> None:
+        """Wait for the portal's next word (a signal) and apply it; return when the status moves."""
+        status = self._status
+        await workflow.wait_condition(lambda: bool(self._inbox) or self._status != status)
+        if not self._inbox:
+            return
+        update = self._inbox.pop(0)
+        async with self._lock:
+            await self._apply_portal_update(update)
+
+    async def _apply_portal_update(self, u: PortalUpdate) -> None:
+        key = f"{self._inp.invoice_id}.pass-{self._pass}"
+        if u.submission_key and u.submission_key != key:
+            return  # about an earlier pass: that document is history
+        if self._status is None:
+            return
+        reason = f"{u.reason_code}: {u.reason_text}".strip(": ") if (u.reason_code or u.reason_text) else ""
+        event = PortalEvent(
+            self._portal,
+            self._channel,
+            self._pass,
+            key,
+            u.status,
+            u.at,
+            u.portal_ref or self._portal_ref,
+            u.reason_code,
+            u.reason_text,
+        )
+        actor = replace(SYSTEM, username=f"portal:{self._portal}", rule="portal:status")
+        if u.status == "rejected" and states.can(self._status, Event.PORTAL_REJECT):
+            self._portal_status, self._portal_reason = u.status, reason or "rejected (no reason given)"
+            await self._transition(Event.PORTAL_REJECT, actor, self._portal_reason, u.update_id, portal=event)
+            await self._notify_preparers()
+        elif u.status in ("accepted", "conditionally_accepted") and states.can(
+            self._status, Event.PORTAL_ACCEPT
+        ):
+            self._portal_status = u.status
+            await self._transition(
+                Event.PORTAL_ACCEPT, actor, u.message or u.status, u.update_id, portal=event
+            )
+        elif u.status != self._portal_status and states.can(self._status, Event.PORTAL_STATUS):
+            self._portal_status = u.status
+            text = u.status + (f" ({reason})" if reason else "") + (f": {u.message}" if u.message else "")
+            await self._transition(Event.PORTAL_STATUS, actor, text, u.update_id, portal=event)
+
+    async def _notify_preparers(self) -> None:
+        """Tell the preparers what the portal (or the pre-submission check) refused."""
+        self._notifications += 1
+        await workflow.execute_activity(
+            "notify_approval_sla",
+            NotifyRequest(
+                workflow.info().workflow_id, self._notifications, "portal_rejection", self._state(), 0, ""
+            ),
+            result_type=NotifyResult,
+            start_to_close_timeout=timedelta(seconds=self._inp.config.delivery_timeout_seconds),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=5)),
+        )
 
     async def _wait_to_leave(self, status: Status | None) -> None:
         await workflow.wait_condition(lambda: self._status != status)
@@ -229,10 +419,18 @@ class InvoiceWorkflow:
             self._draft = cmd.draft
             if cmd.actor.username not in self._editors:
                 self._editors.append(cmd.actor.username)
-            voided = [f"tier {a.tier} by {a.approver}" for a in self._approvals]
-            # Any edit voids every approval given so far: what was approved is not what is there now.
-            self._approvals, self._plan, self._assignments, self._escalated = [], None, [], False
-            reason = f"edited; approvals voided: {', '.join(voided)}" if voided else "edited"
+            if self._approvals_stand():
+                # Correcting what a portal refused without touching what the approvers approved
+                # (amounts, tax, PO, customer): their approvals stand; the resubmission goes out.
+                reason = (
+                    "edited after the portal's rejection; amounts, tax, PO and customer unchanged: "
+                    "approvals stand"
+                )
+            else:
+                voided = [f"tier {a.tier} by {a.approver}" for a in self._approvals]
+                # Any other edit voids every approval given so far: what was approved is not there now.
+                self._approvals, self._plan, self._assignments, self._escalated = [], None, [], False
+                reason = f"edited; approvals voided: {', '.join(voided)}" if voided else "edited"
             await self._transition(Event.EDIT, cmd.actor, reason, self._update_id())
         return self._state()
 
@@ -246,6 +444,17 @@ class InvoiceWorkflow:
     async def submit(self, cmd: Command) -> InvoiceState:
         async with self._lock:
             self._check(Event.SUBMIT)
+            if self._approvals_stand():
+                self._check(Event.RESUBMIT)
+                if cmd.actor.username not in self._submitters:
+                    self._submitters.append(cmd.actor.username)
+                approvers = ", ".join(f"tier {a.tier} by {a.approver}" for a in self._approvals)
+                reason = (
+                    f"resubmission after the portal's rejection; amounts, tax, PO and customer as approved "
+                    f"({approvers}): approvals stand. {cmd.comment}"
+                ).strip()
+                await self._transition(Event.RESUBMIT, cmd.actor, reason, self._update_id())
+                return self._state()
             # The tiers come from the matrix as it is now, read by an activity: a client cannot choose
             # them, and an invoice already in approval keeps the version it was submitted under.
             d = self._draft
@@ -293,6 +502,8 @@ class InvoiceWorkflow:
                 False,
             )
             event = Event.APPROVE if last else Event.APPROVE_TIER
+            if last:
+                self._approved_terms = approved_terms(self._draft)
             reason = f"tier {tier.level} ({tier.role})"
             if cmd.on_behalf_of:
                 reason += f" on behalf of {cmd.on_behalf_of}"
@@ -386,6 +597,29 @@ class InvoiceWorkflow:
             return  # the handler checks, under the lock, once the delivery is recorded
         self._check_payment(cmd.payment)
 
+    @workflow.signal
+    def portal_status(self, update: PortalUpdate) -> None:
+        """A portal's word about this invoice; repeats (a push sent twice, a poll overlapping) count once."""
+        key = update.update_id or f"{update.submission_key}|{update.status}|{update.at}"
+        if key in self._seen_updates:
+            return
+        self._seen_updates.add(key)
+        self._inbox.append(update)
+
+    @workflow.update
+    async def fix(self, cmd: Command) -> InvoiceState:
+        async with self._lock:
+            self._check(Event.FIX)
+            self._reopened = True
+            await self._transition(Event.FIX, cmd.actor, cmd.comment, self._update_id())
+        return self._state()
+
+    @fix.validator
+    def _validate_fix(self, cmd: Command) -> None:
+        self._check(Event.FIX)
+        if not cmd.comment.strip():
+            raise refuse("invalid_command", "say what is being fixed", field="comment")
+
     @workflow.query
     def state(self) -> InvoiceState | None:
         """The invoice as last recorded in the ledger (None until creation is recorded)."""
@@ -474,6 +708,17 @@ class InvoiceWorkflow:
 
     # -- mechanics -----------------------------------------------------------------------------
 
+    def _approvals_stand(self) -> bool:
+        """After a portal's rejection and its fix: every tier is approved, and the draft still says what
+        the approvers approved (then the resubmission needs no new approval)."""
+        return (
+            self._reopened
+            and self._status == Status.DRAFT
+            and self._plan is not None
+            and len(self._approvals) == len(self._plan.tiers)
+            and self._approved_terms == approved_terms(self._draft)
+        )
+
     def _amount_due(self) -> int:
         return self._draft.total_minor - sum(p.amount_minor for p in self._payments)
 
@@ -489,6 +734,7 @@ class InvoiceWorkflow:
         request_id: str,
         payment: PaymentApplied | None = None,
         authority: Authority | None = None,
+        portal: PortalEvent | None = None,
     ) -> None:
         """Record the transition (ledger + read model), then make it the workflow's state.
 
@@ -521,6 +767,7 @@ class InvoiceWorkflow:
             state=next_state,
             payment=payment,
             authority=authority,
+            portal=portal,
         )
         timeout = timedelta(seconds=self._inp.config.record_timeout_seconds)
         retry = RetryPolicy(
@@ -600,4 +847,9 @@ class InvoiceWorkflow:
             tier_since=self._tier_since,
             escalated=self._escalated,
             submission=self._submission,
+            portal=self._portal,
+            submission_pass=self._pass,
+            portal_status=self._portal_status,
+            portal_reason=self._portal_reason,
+            reopened=self._reopened,
         )

@@ -37,7 +37,10 @@ class Event(StrEnum):
     DELIVER = "deliver"
     PORTAL_REJECT = "portal_reject"
     PORTAL_ACCEPT = "portal_accept"
+    PORTAL_STATUS = "portal_status"  # the portal said something that moves nothing (received, in process...)
+    BLOCK_SUBMISSION = "block_submission"  # a pre-submission check failed: it never left
     FIX = "fix"
+    RESUBMIT = "resubmit"  # fixed without touching amounts, tax, PO or customer: the approvals stand
     RECORD_PARTIAL_PAYMENT = "record_partial_payment"
     RECORD_FINAL_PAYMENT = "record_final_payment"
     DISPUTE = "dispute"
@@ -65,11 +68,18 @@ TRANSITIONS: dict[tuple[Status | None, Event], Status] = {
     (S.PENDING_APPROVAL, E.VOID): S.VOID,
     (S.APPROVED, E.DELIVER): S.SUBMITTED,
     (S.APPROVED, E.VOID): S.VOID,
+    # What the portal would refuse is stopped before it leaves, and fixed the way a rejection is.
+    (S.APPROVED, E.BLOCK_SUBMISSION): S.PORTAL_REJECTED,
     (S.SUBMITTED, E.PORTAL_REJECT): S.PORTAL_REJECTED,
     (S.SUBMITTED, E.PORTAL_ACCEPT): S.ACCEPTED,
+    (S.SUBMITTED, E.PORTAL_STATUS): S.SUBMITTED,
+    (S.ACCEPTED, E.PORTAL_STATUS): S.ACCEPTED,
+    (S.PARTIALLY_PAID, E.PORTAL_STATUS): S.PARTIALLY_PAID,
+    (S.DISPUTED, E.PORTAL_STATUS): S.DISPUTED,
     (S.SUBMITTED, E.RECORD_PARTIAL_PAYMENT): S.PARTIALLY_PAID,
     (S.SUBMITTED, E.RECORD_FINAL_PAYMENT): S.PAID,
     (S.PORTAL_REJECTED, E.FIX): S.DRAFT,
+    (S.DRAFT, E.RESUBMIT): S.APPROVED,
     (S.ACCEPTED, E.RECORD_PARTIAL_PAYMENT): S.PARTIALLY_PAID,
     (S.ACCEPTED, E.RECORD_FINAL_PAYMENT): S.PAID,
     (S.ACCEPTED, E.DISPUTE): S.DISPUTED,

@@ -157,6 +157,12 @@ class InvoiceState:
     tier_since: str = ""  # when the current approval tier started waiting (the SLA clock)
     escalated: bool = False
     submission: int = 0  # how many times it was sent for approval
+    # The customer's channel, and where the invoice stands there (portal channels only).
+    portal: str = ""  # the portal's configured name; "email" for PDF by mail; "" before delivery
+    submission_pass: int = 0  # 1 for the first submission to the portal, 2 after the first fix...
+    portal_status: str = ""  # normalised (activities/portals/status.py PortalStatus)
+    portal_reason: str = ""  # "<code>: <text>" of the last rejection
+    reopened: bool = False  # fixed after a rejection and not yet resubmitted
 
 
 @dataclass(frozen=True)
@@ -241,6 +247,7 @@ class TransitionRecord:
     state: InvoiceState
     payment: PaymentApplied | None = None
     authority: Authority | None = None
+    portal: PortalEvent | None = None
 
 
 @dataclass(frozen=True)
@@ -277,3 +284,95 @@ class CheckpointRequest:
 class CheckpointRun:
     checkpoint_ids: list[int]
     broken_chains: list[str] = field(default_factory=list)  # verified broken, so not signed
+
+
+# -- customer portals ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortalEvent:
+    """What a portal transition records (the ledger payload and the portal_submission read model)."""
+
+    portal: str
+    channel: str
+    submission_pass: int
+    submission_key: str
+    status: str  # normalised PortalStatus ("" when the portal said nothing yet)
+    at: str  # ISO instant: when the portal said it
+    portal_ref: str = ""
+    reason_code: str = ""
+    reason_text: str = ""
+
+
+@dataclass(frozen=True)
+class DeliveryPlanRequest:
+    invoice_id: str
+    state: InvoiceState
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    """How the invoice leaves: its channel, and why it cannot leave yet (pre-submission checks)."""
+
+    portal: str  # "email", or a configured portal's name
+    channel: str  # email | cxml | coupa | peppol
+    follow_up: str  # none | push | poll
+    problems: list[str] = field(default_factory=list)  # empty: it may be sent
+
+
+@dataclass(frozen=True)
+class PortalSubmitRequest:
+    portal: str
+    invoice_id: str
+    submission_pass: int  # 1, 2, ...: the idempotency key is per pass
+
+
+@dataclass(frozen=True)
+class PortalSubmitResult:
+    portal: str
+    channel: str
+    submission_key: str
+    portal_ref: str
+    status: str  # a PortalStatus value; "" when the channel reports nothing (e-mail)
+    at: str  # ISO 8601 instant
+    follow_up: str  # "push" (wait for signals), "poll" (call poll_portal), "none"
+    replayed: bool = False
+    number: str = ""
+
+
+@dataclass(frozen=True)
+class PortalPollRequest:
+    portal: str
+    since: str = ""  # the previous result's cursor; "" for everything the portal still has
+
+
+@dataclass(frozen=True)
+class PortalUpdate:
+    portal: str
+    status: str  # a PortalStatus value
+    at: str
+    invoice_number: str = ""
+    portal_ref: str = ""
+    submission_key: str = ""
+    reason_code: str = ""  # a ReasonCode value (Peppol OPStatusReason, or DUP)
+    reason_text: str = ""
+    portal_reason_code: str = ""
+    actions: list[str] = field(default_factory=list)
+    message: str = ""
+    portal_status: str = ""
+    update_id: str = ""
+    paid_minor: int | None = None
+
+
+@dataclass(frozen=True)
+class PortalPollResult:
+    portal: str
+    updates: list[PortalUpdate]
+    cursor: str  # the newest update's time (the portal's clock): the next poll's `since`
+
+
+@dataclass(frozen=True)
+class PortalPollRun:
+    portal: str
+    updates: int
+    routed: int

@@ -12,15 +12,13 @@ and calls the adapter. Failures become ApplicationErrors the workflow's retry po
     unknown_portal      non-retryable: the customer's channel is not configured
     document_invalid    non-retryable: the document cannot be rendered as a valid e-invoice (Peppol)
 
-The request and result types below use only str, int, bool and lists, so that they can move to
-workflows/types.py unchanged (workflows import nothing from activities/).
+The request and result types live in workflows/types.py (workflows import nothing from activities/).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,58 +42,15 @@ from activities.portals.coupa import CoupaAdapter
 from activities.portals.cxml import CxmlAdapter
 from activities.portals.email import EmailAdapter
 from activities.portals.peppol import PeppolAdapter
+from workflows.types import (
+    PortalPollRequest,
+    PortalPollResult,
+    PortalSubmitRequest,
+    PortalSubmitResult,
+    PortalUpdate,
+)
 
 log = logging.getLogger("cashcycle.portals")
-
-
-@dataclass(frozen=True)
-class PortalSubmitRequest:
-    portal: str
-    invoice_id: str
-    submission_pass: int  # 1, 2, ...: the idempotency key is per pass
-
-
-@dataclass(frozen=True)
-class PortalSubmitResult:
-    portal: str
-    channel: str
-    submission_key: str
-    portal_ref: str
-    status: str  # a PortalStatus value; "" when the channel reports nothing (e-mail)
-    at: str  # ISO 8601 instant
-    follow_up: str  # "push" (wait for signals), "poll" (call poll_portal), "none"
-    replayed: bool = False
-
-
-@dataclass(frozen=True)
-class PortalPollRequest:
-    portal: str
-    since: str = ""  # the previous result's cursor; "" for everything the portal still has
-
-
-@dataclass(frozen=True)
-class PortalUpdate:
-    portal: str
-    status: str  # a PortalStatus value
-    at: str
-    invoice_number: str = ""
-    portal_ref: str = ""
-    submission_key: str = ""
-    reason_code: str = ""  # a ReasonCode value (Peppol OPStatusReason, or DUP)
-    reason_text: str = ""
-    portal_reason_code: str = ""
-    actions: list[str] = field(default_factory=list)
-    message: str = ""
-    portal_status: str = ""
-    update_id: str = ""
-    paid_minor: int | None = None
-
-
-@dataclass(frozen=True)
-class PortalPollResult:
-    portal: str
-    updates: list[PortalUpdate]
-    cursor: str  # the newest update's time (the portal's clock): the next poll's `since`
 
 
 def portal_update(update: StatusUpdate) -> PortalUpdate:

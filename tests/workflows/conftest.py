@@ -27,6 +27,8 @@ from workflows.types import (
     Actor,
     ApprovalPlan,
     Command,
+    DeliveryPlan,
+    DeliveryPlanRequest,
     DeliveryRequest,
     DeliveryResult,
     InvoiceConfig,
@@ -39,6 +41,8 @@ from workflows.types import (
     PaymentApplied,
     PaymentCommand,
     PlanRequest,
+    PortalSubmitRequest,
+    PortalSubmitResult,
     RecordResult,
     TierRequirement,
     TransitionRecord,
@@ -107,6 +111,12 @@ class FakeActivities:
         self.notifications: list[NotifyRequest] = []
         self.tiers = tiers or ["ar_approver"]
         self.delegations: set[tuple[str, str, str]] = set()  # (delegator, delegate, role)
+        # The customer's channel: "email" by default; a portal name makes deliveries go through the fake
+        # portal, which answers each pass from `portal_answers` (a result, or an error type to raise).
+        self.portal = "email"
+        self.presubmission_problems: list[str] = []
+        self.portal_answers: list[str] = []
+        self.submissions: list[PortalSubmitRequest] = []
 
     @activity.defn(name="record_invoice_transition")
     async def record_invoice_transition(self, rec: TransitionRecord) -> RecordResult:
@@ -131,6 +141,28 @@ class FakeActivities:
             channel="email",
             message_id=f"<{req.workflow_id}/{req.transition_seq}@test>",
             recipient="ap@initech.example",
+        )
+
+    @activity.defn(name="plan_delivery")
+    async def plan_delivery(self, req: DeliveryPlanRequest) -> DeliveryPlan:
+        if self.portal == "email":
+            return DeliveryPlan("email", "email", "none")
+        return DeliveryPlan(self.portal, "cxml", "push", list(self.presubmission_problems))
+
+    @activity.defn(name="submit_to_portal")
+    async def submit_to_portal(self, req: PortalSubmitRequest) -> PortalSubmitResult:
+        self.submissions.append(req)
+        answer = self.portal_answers.pop(0) if self.portal_answers else "received"
+        if answer == "portal_rejected":
+            raise ApplicationError(
+                "PO unknown",
+                {"reason_code": "REF", "reason_text": "purchase order PO-4711 is unknown"},
+                type="portal_rejected",
+                non_retryable=True,
+            )
+        key = f"{req.invoice_id}.pass-{req.submission_pass}"
+        return PortalSubmitResult(
+            req.portal, "cxml", key, f"ref-{req.submission_pass}", answer, "2026-11-02T10:00:00+00:00", "push"
         )
 
     @activity.defn(name="plan_approval")
@@ -178,6 +210,8 @@ class Invoices:
                 self.fakes.deliver_invoice,
                 self.fakes.plan_approval,
                 self.fakes.notify_approval_sla,
+                self.fakes.plan_delivery,
+                self.fakes.submit_to_portal,
             ],
         ) as worker:
             yield worker

@@ -40,6 +40,12 @@ EXPECTED: dict[tuple[str | None, str], str] = {
     ("approved", "void"): "void",
     ("submitted", "portal_reject"): "portal_rejected",
     ("submitted", "portal_accept"): "accepted",
+    ("approved", "block_submission"): "portal_rejected",
+    ("submitted", "portal_status"): "submitted",
+    ("accepted", "portal_status"): "accepted",
+    ("partially_paid", "portal_status"): "partially_paid",
+    ("disputed", "portal_status"): "disputed",
+    ("draft", "resubmit"): "approved",
     ("submitted", "record_partial_payment"): "partially_paid",
     ("submitted", "record_final_payment"): "paid",
     ("portal_rejected", "fix"): "draft",
@@ -84,7 +90,10 @@ EVENTS = [
     "deliver",
     "portal_reject",
     "portal_accept",
+    "portal_status",
+    "block_submission",
     "fix",
+    "resubmit",
     "record_partial_payment",
     "record_final_payment",
     "dispute",
@@ -134,7 +143,7 @@ def test_any_other_event_is_refused_naming_the_current_status(pair: tuple[str | 
 
 
 def test_every_status_and_event_pair_is_either_allowed_or_refused() -> None:
-    assert len(ALL_PAIRS) == 12 * 19
+    assert len(ALL_PAIRS) == 12 * 22
     assert len(EXPECTED) + len(REFUSED_PAIRS) == len(ALL_PAIRS)
 
 
@@ -223,7 +232,7 @@ def test_a_dispute_is_resolved_back_to_accepted_or_written_off() -> None:
 
 # Events possible in each status, in the order of the code's table (what the UI offers, in that order).
 EXPECTED_EVENTS: dict[str, list[str]] = {
-    "draft": ["edit", "submit", "void"],
+    "draft": ["edit", "submit", "void", "resubmit"],
     "pending_approval": [
         "edit",
         "approve_tier",
@@ -234,13 +243,31 @@ EXPECTED_EVENTS: dict[str, list[str]] = {
         "reject",
         "void",
     ],
-    "approved": ["deliver", "void"],
-    "submitted": ["portal_reject", "portal_accept", "record_partial_payment", "record_final_payment"],
+    "approved": ["deliver", "void", "block_submission"],
+    "submitted": [
+        "portal_reject",
+        "portal_accept",
+        "portal_status",
+        "record_partial_payment",
+        "record_final_payment",
+    ],
     "portal_rejected": ["fix"],
-    "accepted": ["record_partial_payment", "record_final_payment", "dispute", "write_off"],
-    "partially_paid": ["record_partial_payment", "record_final_payment", "dispute", "write_off"],
+    "accepted": ["portal_status", "record_partial_payment", "record_final_payment", "dispute", "write_off"],
+    "partially_paid": [
+        "portal_status",
+        "record_partial_payment",
+        "record_final_payment",
+        "dispute",
+        "write_off",
+    ],
     "paid": [],
-    "disputed": ["resolve_dispute", "record_partial_payment", "record_final_payment", "write_off"],
+    "disputed": [
+        "portal_status",
+        "resolve_dispute",
+        "record_partial_payment",
+        "record_final_payment",
+        "write_off",
+    ],
     "void": [],
     "written_off": [],
 }
