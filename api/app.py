@@ -23,7 +23,7 @@ from activities.db import Store, migrate, open_store, reading, writing
 from activities.directory import authenticate, record_policy_files
 from activities.settings import Settings, get_settings
 from activities.temporal import connect
-from api import access, approvals, customers, einvoice, evidence, invoices, payments
+from api import access, approvals, customers, einvoice, evidence, invoices, payments, portals, reports
 from api.deps import AppContext, ContextDep, SessionDep
 from api.errors import Unauthenticated, error_body, install
 from api.schemas import Health, Token
@@ -189,7 +189,9 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(einvoice.router)
     app.include_router(payments.router)
     app.include_router(evidence.router)
+    app.include_router(reports.router)
     app.include_router(access.router)
     app.include_router(approvals.router)
+    app.include_router(portals.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

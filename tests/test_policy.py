@@ -48,6 +48,7 @@ EXPECTED: dict[str, set[str]] = {
         "customer:read",
         "payment:read",
         "approval:delegate",
+        "report:read",
     },
     "controller": {
         "invoice:approve",
@@ -57,10 +58,18 @@ EXPECTED: dict[str, set[str]] = {
         "payment:read",
         "ledger:read",
         "approval:delegate",
+        "report:read",
     },
     "collector": {"invoice:read", "customer:read", "payment:read"},
     "cash_applier": {"payment:record", "payment:read", "invoice:read", "customer:read"},
-    "ar_supervisor": {"invoice:read", "customer:read", "payment:read", "ledger:read", "approval:reassign"},
+    "ar_supervisor": {
+        "invoice:read",
+        "customer:read",
+        "payment:read",
+        "ledger:read",
+        "approval:reassign",
+        "report:read",
+    },
     "compliance": {"ledger:read", "access:read", "evidence:export", "evidence:checkpoint"},
     "master_data": {"customer:create", "customer:read"},
     "erp_integration": {
