@@ -325,7 +325,7 @@ class PortalSubmission(SQLModel, table=True):
 
 
 class PortalCursor(SQLModel, table=True):
-    """Where the last poll of a pulled portal stopped (its clock): the next poll asks for what changed since."""
+    """Where the last poll of a pulled portal stopped (its clock): the next poll asks what changed since."""
 
     __tablename__ = "portal_cursor"
     portal: str = Field(primary_key=True, max_length=64)

@@ -172,7 +172,9 @@ class InvoicePublic(BaseModel):
         default_factory=list, description="what the state allows but the caller may not do, and why"
     )
     exchange_rate: str = Field(default="1", description="entity currency per unit of the invoice currency")
-    portal: PortalOut | None = Field(default=None, description="the latest pass through the customer's portal")
+    portal: PortalOut | None = Field(
+        default=None, description="the latest pass through the customer's portal"
+    )
     approval: Any = Field(
         default=None,
         description="the approval chain: tiers, who approved, on whose "
