@@ -129,10 +129,16 @@ def record_transition(session: Session, rec: TransitionRecord) -> RecordResult:
         session.flush()
         session.add_all(_lines(state))
     else:
+        # The number is allocated by an activity as the invoice is issued: the store may know it before the
+        # workflow does. Never lose it; and tell the workflow (RecordResult.number).
+        stored = session.execute(
+            sa_select(col(Invoice.number)).where(col(Invoice.id) == state.invoice_id)
+        ).scalar_one_or_none()
+        number = number or stored or ""
         session.execute(
             sa_update(Invoice)
             .where(Invoice.id == state.invoice_id)  # type: ignore[arg-type]
-            .values(**_read_model_values(state, at))
+            .values(**{**_read_model_values(state, at), "number": number or None})
         )
         if rec.event == "edit":
             session.execute(delete(InvoiceLine).where(InvoiceLine.invoice_id == state.invoice_id))  # type: ignore[arg-type]

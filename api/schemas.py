@@ -234,6 +234,12 @@ class CustomerCreate(Strict):
     company_id: str = Field(default="", max_length=50, description="legal registration number (BT-47)")
     po_required: bool = Field(default=False, description="their AP refuses invoices without a PO number")
     buyer_reference: str = Field(default="", max_length=100, description="BT-10, quoted on every invoice")
+    portal: str = Field(
+        default="email",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the channel invoices reach them through: a configured portal's name, or email",
+    )
 
     @field_validator("country")
     @classmethod
@@ -293,6 +299,7 @@ class CustomerPublic(BaseModel):
     company_id: str
     po_required: bool
     buyer_reference: str
+    portal: str
     created_by: str
     created_at: datetime
 

@@ -79,6 +79,8 @@ SA_STATUS_SINCE = SearchAttributeKey.for_datetime("CashcycleStatusSince")
 SEARCH_ATTRIBUTES = (SA_STATUS, SA_ENTITY, SA_CUSTOMER, SA_AMOUNT_DUE, SA_DUE_DATE, SA_STATUS_SINCE)
 
 TASK_QUEUE = "cashcycle"
+# Portal statuses that say the buyer accepted the invoice (normalised; activities/portals/status.py).
+ACCEPTING = frozenset({"accepted", "conditionally_accepted", "payment_scheduled", "paid"})
 SYSTEM = Actor(username="system", roles=["system"], rule="workflow")
 
 
@@ -370,13 +372,14 @@ class InvoiceWorkflow:
             self._portal_status, self._portal_reason = u.status, reason or "rejected (no reason given)"
             await self._transition(Event.PORTAL_REJECT, actor, self._portal_reason, u.update_id, portal=event)
             await self._notify_preparers()
-        elif u.status in ("accepted", "conditionally_accepted") and states.can(
-            self._status, Event.PORTAL_ACCEPT
-        ):
+        elif u.status in ACCEPTING and states.can(self._status, Event.PORTAL_ACCEPT):
+            # A portal that reports only where the invoice is now (a pulled list) may be past acceptance
+            # already: payment scheduled or paid means the buyer accepted it.
             self._portal_status = u.status
-            await self._transition(
-                Event.PORTAL_ACCEPT, actor, u.message or u.status, u.update_id, portal=event
-            )
+            said = u.message or u.status
+            if u.status not in ("accepted", "conditionally_accepted"):
+                said = f"accepted (the portal reports {u.status})"
+            await self._transition(Event.PORTAL_ACCEPT, actor, said, u.update_id, portal=event)
         elif u.status != self._portal_status and states.can(self._status, Event.PORTAL_STATUS):
             self._portal_status = u.status
             text = u.status + (f" ({reason})" if reason else "") + (f": {u.message}" if u.message else "")
