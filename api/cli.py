@@ -165,6 +165,17 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
             wait_for_port(mport, 30, proc)
             env["CASHCYCLE_SMTP_HOST"], env["CASHCYCLE_SMTP_PORT"] = "127.0.0.1", str(mport)
+        sim_url = ""
+        if args.demo and not env.get("CASHCYCLE_PORTALS_FILE"):
+            # The demo's customers behind procurement portals talk to a simulated buyer.
+            sport = free_port(9100)
+            proc = spawn("portal-sim", [sys.executable, "-m", "api.cli", "portal-sim", "--port", str(sport)])
+            wait_for_port(sport, 60, proc)
+            sim_url = f"http://127.0.0.1:{sport}"
+            env["CASHCYCLE_PORTALS_FILE"] = str(_write_demo_portals(data_dir, sim_url))
+            env.setdefault("CASHCYCLE_PORTAL_POLL_SECONDS", "10")
+            env["CASHCYCLE_DEMO_PORTALS"] = "1"
+            os.environ["CASHCYCLE_DEMO_PORTALS"] = "1"  # read by the seeding, in this process
         migrate(_settings_url(env))
         spawn("worker", [sys.executable, "-m", "api.cli", "worker"])
         api_port = free_port(args.port) if args.port else free_port(8000)
@@ -185,6 +196,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(
             f"  Temporal              {env['TEMPORAL_ADDRESS']}" + (f"   Web UI {ui_url}" if ui_url else "")
         )
+        if sim_url:
+            print(f"  Portal simulator      {sim_url}/_sim/invoices   (Coupa-style, cXML, Peppol)")
         if "CASHCYCLE_SMTP_PORT" in env and not os.environ.get("CASHCYCLE_SMTP_HOST"):
             print(f"  Outgoing mail         captured in {data_dir / 'outbox'}")
         if args.demo:
@@ -207,6 +220,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         _stop_children(children)
         print("Stopped.")
+
+
+def _write_demo_portals(data_dir: Path, sim_url: str) -> Path:
+    """The portal configuration of the demo: the simulator's portals (one per protocol), as TOML."""
+    import json
+
+    from api.portal_sim import demo_portals
+
+    lines = ["# Written by `cashcycle up --demo`: the portals of the local portal simulator.", ""]
+    for name, cfg in demo_portals(sim_url).items():
+        lines.append(f"[portals.{json.dumps(name)}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in cfg.items()]
+        lines.append("")
+    path = data_dir / "portals.toml"
+    path.write_text("\n".join(lines))
+    return path
 
 
 def _settings_url(env: dict[str, str]) -> str:
