@@ -263,3 +263,92 @@ async def test_rejected_fixed_reapproved_resubmitted_accepted_and_paid_through_t
         figures = report.json()
         assert (figures["invoices_submitted"], figures["first_pass_accepted"]) == (1, 0)
         assert figures["rejections"]["by_reason"][0]["code"] == "PRI"
+
+
+async def test_a_cxml_portal_pushes_its_statuses_to_the_inbound_endpoint(
+    db_url: str, temporal_env: WorkflowEnvironment, tmp_path: Path, portal_sim: str
+) -> None:
+    """Ariba style: the buyer's network POSTs StatusUpdateRequests to Cashcycle, authenticated by its
+    shared secret; they reach the invoice workflow as signals. A push with the wrong secret is refused
+    (401, in cXML) and changes nothing."""
+    runner = running_stack(db_url, temporal_env, tmp_path, with_worker=False)
+    async with runner as stack:
+        inbound = f"{stack.base_url}/api/v1/portals/demo-ariba/inbound"
+        scenario = default_scenario()
+        cxml = scenario.cxml.model_copy(
+            update={
+                "clients": [c.model_copy(update={"callback_url": inbound}) for c in scenario.cxml.clients]
+            }
+        )
+        scenario = scenario.model_copy(update={"clock": "manual", "cxml": cxml})
+        async with httpx.AsyncClient(base_url=portal_sim) as sim:
+            r = await sim.post(
+                "/_sim/scenario",
+                content=scenario.model_dump_json(),
+                headers={"content-type": "application/json"},
+            )
+            assert r.status_code == 200, r.text
+            config = portals_file(tmp_path, portal_sim)
+            config.write_text(config.read_text().replace('follow_up = "poll"', 'follow_up = "push"'))
+            stack.settings.portals_file = str(config)
+            seller_master_data(stack.store)
+            await runner.start_worker()
+            erp, preparer, approver, reader = await stack.clients("erp", "preparer", "approver", "cashier")
+            r = await erp.post(
+                "/api/v1/customers",
+                json={
+                    "legal_entity": "ACME",
+                    "name": "Initech GmbH",
+                    "currency": "EUR",
+                    "email": "ap@initech.example",
+                    "country": "DE",
+                    "vat_id": "DE129273398",
+                    "street": "Lindenstrasse 5",
+                    "city": "Hamburg",
+                    "postal_code": "20095",
+                    "endpoint_scheme": "0088",
+                    "endpoint_id": "4000001000005",
+                    "buyer_reference": "04011000-12345-67",
+                    "portal": "demo-ariba",
+                },
+            )
+            assert r.status_code == 201, r.text
+            body = {
+                "external_id": f"ERP-ARIBA-{uuid.uuid4().hex[:8]}",
+                "customer_id": r.json()["id"],
+                "currency": "EUR",
+                "issue_date": "2026-11-02",
+                "po_number": "PO-4712",
+                "lines": [
+                    {"description": "Consulting", "quantity": "4", "unit_price": "125.00", "tax_rate": "19"}
+                ],
+            }
+            inv = (await erp.post("/api/v1/invoices", json=body)).json()["id"]
+            assert (await preparer.post(f"/api/v1/invoices/{inv}/submit")).status_code == 200
+            assert (await approver.post(f"/api/v1/invoices/{inv}/approve", json={})).status_code == 200
+            submitted = await stack.wait_status(inv, "submitted", within=60)
+            assert submitted["portal"]["channel"] == "cxml"
+
+            # A forged push: the right document shape, the wrong secret.
+            forged = (
+                '<?xml version="1.0"?><cXML payloadID="x@forged" timestamp="2026-11-23T10:00:00+00:00">'
+                '<Header><From><Credential domain="NetworkId"><Identity>AN-BUYER-0001</Identity>'
+                "</Credential></From>"
+                '<To><Credential domain="NetworkId"><Identity>AN-CASHCYCLE-DEMO</Identity></Credential></To>'
+                '<Sender><Credential domain="NetworkId"><Identity>AN-BUYER-0001</Identity>'
+                "<SharedSecret>guess</SharedSecret></Credential><UserAgent>x</UserAgent></Sender></Header>"
+                '<Request><StatusUpdateRequest><Status code="200" text="OK"/>'
+                '<InvoiceStatus type="paid"><InvoiceIDInfo invoiceID="INV-2026-000001"/></InvoiceStatus>'
+                "</StatusUpdateRequest></Request></cXML>"
+            )
+            async with httpx.AsyncClient() as outsider:
+                r = await outsider.post(inbound, content=forged, headers={"content-type": "text/xml"})
+            assert r.status_code == 401 and b"Unauthorized" in r.content
+            assert (await reader.get(f"/api/v1/invoices/{inv}")).json()["status"] == "submitted"
+
+            # The buyer's review: the simulator pushes its statuses as its clock moves.
+            assert (await sim.post("/_sim/advance", json={"seconds": 36})).status_code == 200
+            accepted = await stack.wait_status(inv, "accepted", within=60)
+            assert accepted["portal"]["status"] == "accepted" and accepted["portal"]["submission_pass"] == 1
+            pushes = (await sim.get("/_sim/pushes")).json()
+            assert pushes and all(p.get("status_code", 200) == 200 for p in pushes), pushes
