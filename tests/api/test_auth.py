@@ -33,8 +33,7 @@ HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 async def protected_routes(stack: Stack) -> list[tuple[str, str]]:
     """Every (method, path) under /api/v1 but the token and portal push routes, read from the running
-    application's OpenAPI
-    schema so that a route added tomorrow is covered without touching this test."""
+    application's OpenAPI schema so that a route added tomorrow is covered without touching this test."""
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as client:
         schema = (await client.get("/openapi.json")).json()
     found = set()
