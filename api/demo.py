@@ -998,4 +998,13 @@ async def _seed_portals(api: _Api, out: _Progress) -> None:
             await api.call(
                 _SIGNER[step["role"]], "POST", f"{base}/approve", {"tier": step["tier"]}, key=f"{key}-approve"
             )
-    out.say(f"portals: {len(PORTAL_INVOICES)} invoices approved for Initech's portals (Coupa-style, cXML)")
+        # Sent once approved: wait for it to leave (submitted, or refused at the portal's door).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while (await api.call("supervisor", "GET", base))["status"] == "approved":
+            if loop.time() > deadline:
+                raise DemoSeedError(
+                    f"invoice BILL-PORTAL-{n:04d} did not reach its portal; see the worker log"
+                )
+            await asyncio.sleep(0.3)
+    out.say(f"portals: {len(PORTAL_INVOICES)} invoices sent to Initech's portals (Coupa-style, cXML)")
