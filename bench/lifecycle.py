@@ -126,6 +126,9 @@ def profiled(out: str, argv: Sequence[str]) -> int:
         prof.enable()  # replaces this hook for the rest of the thread's life
 
     threading.setprofile(start_in_thread)
+    # The worker ends with os._exit (see worker.main): under the profiler, end with SystemExit instead,
+    # so that the stats below are written.
+    os._exit = sys.exit  # type: ignore[assignment]
     main_prof = cProfile.Profile(time.thread_time)
     main_prof.enable()
     try:
