@@ -55,7 +55,7 @@ def free_port(preferred: int | None = None) -> int:
                 s.bind(("127.0.0.1", preferred))
                 return preferred
             except OSError:
-                pass
+                pass  # taken: any free port will do
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -39,6 +39,6 @@ def serve(port: int, directory: Path) -> None:
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
-        pass
+        pass  # Ctrl-C is how it is meant to stop
     finally:
         controller.stop()

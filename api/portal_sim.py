@@ -1631,7 +1631,7 @@ def create_app(scenario: Scenario | None = None, *, tick_seconds: float = 0.2) -
                 decoded = base64.b64decode(request.headers["Authorization"][6:]).decode()
                 client_id, _, secret = decoded.partition(":")
             except (binascii.Error, ValueError):
-                pass
+                pass  # not Basic credentials: refused below as unknown client
         if form.get("grant_type") != "client_credentials":
             return await finish(
                 "coupa", request, client_id, json_reply(400, {"error": "unsupported_grant_type"})
