@@ -352,3 +352,68 @@ async def test_a_cxml_portal_pushes_its_statuses_to_the_inbound_endpoint(
             assert accepted["portal"]["status"] == "accepted" and accepted["portal"]["submission_pass"] == 1
             pushes = (await sim.get("/_sim/pushes")).json()
             assert pushes and all(p.get("status_code", 200) == 200 for p in pushes), pushes
+
+
+async def test_an_invoice_goes_to_a_peppol_access_point_and_its_invoice_response_comes_back(
+    db_url: str, temporal_env: WorkflowEnvironment, tmp_path: Path, portal_sim: str
+) -> None:
+    """Peppol: the UBL rendering (checked by the EN 16931 rules before it leaves) goes to the access
+    point; the buyer's Invoice Response (T111) is fetched from the inbox and moves the invoice."""
+    runner = running_stack(db_url, temporal_env, tmp_path, with_worker=False)
+    async with runner as stack:
+        stack.settings.portals_file = str(portals_file(tmp_path, portal_sim))
+        seller_master_data(stack.store)
+        await runner.start_worker()
+        erp, preparer, approver, reader = await stack.clients("erp", "preparer", "approver", "cashier")
+        r = await erp.post(
+            "/api/v1/customers",
+            json={
+                "legal_entity": "ACME",
+                "name": "Initech GmbH",
+                "currency": "EUR",
+                "email": "ap@initech.example",
+                "country": "DE",
+                "vat_id": "DE129273398",
+                "street": "Lindenstrasse 5",
+                "city": "Hamburg",
+                "postal_code": "20095",
+                "endpoint_scheme": "0088",
+                "endpoint_id": "4000001000005",
+                "buyer_reference": "04011000-12345-67",
+                "portal": "demo-peppol",
+            },
+        )
+        assert r.status_code == 201, r.text
+        body = {
+            "external_id": f"ERP-PEPPOL-{uuid.uuid4().hex[:8]}",
+            "customer_id": r.json()["id"],
+            "currency": "EUR",
+            "issue_date": "2026-11-02",
+            "po_number": "PO-4713",
+            "lines": [
+                {"description": "Travel expenses", "quantity": "2", "unit_price": "310.55", "tax_rate": "19"}
+            ],
+        }
+        inv = (await erp.post("/api/v1/invoices", json=body)).json()["id"]
+        assert (await preparer.post(f"/api/v1/invoices/{inv}/submit")).status_code == 200
+        assert (await approver.post(f"/api/v1/invoices/{inv}/approve", json={})).status_code == 200
+        submitted = await stack.wait_status(inv, "submitted", within=60)
+        assert submitted["portal"]["channel"] == "peppol"
+        async with httpx.AsyncClient(base_url=portal_sim) as sim:
+            assert (await sim.post("/_sim/advance", json={"seconds": 36})).status_code == 200
+
+            async def accepted() -> dict[str, Any] | None:
+                await sim.post("/_sim/advance", json={"seconds": 1})
+                await stack.temporal.execute_workflow(
+                    PortalPollWorkflow.run,
+                    "demo-peppol",
+                    id=f"poll-{uuid.uuid4().hex[:8]}",
+                    task_queue=stack.settings.task_queue,
+                )
+                got = (await reader.get(f"/api/v1/invoices/{inv}")).json()
+                return got if got["status"] == "accepted" else None
+
+            got = await until(accepted, "the buyer's invoice response", seconds=30)
+            docs = (await sim.get("/_sim/invoices", params={"protocol": "peppol"})).json()
+        assert got["portal"]["submission_pass"] == 1
+        assert [(d["invoice_number"], d["protocol"]) for d in docs] == [(submitted["number"], "peppol")]
