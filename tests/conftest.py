@@ -50,6 +50,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"CASHCYCLE_REQUIRE_SHARED is set but {SHARED / 'data'} is missing: the e-invoice validators, "
             "cXML and Peppol reference files are read from there"
         )
+
+
 PG_ADMIN_DSN = os.environ.get("CASHCYCLE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PASSWORD = "correct-horse-battery"
 PASSWORD_HASH = hash_password(PASSWORD)  # hashed once: Argon2 is slow on purpose, and stacks seed ~13 users
