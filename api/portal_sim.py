@@ -1435,6 +1435,9 @@ class Pusher:
         self._tick = tick_seconds
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=5.0)
+        # One delivery round at a time: a flush (/_sim/advance) waits for a round the thread has already
+        # taken pushes for, so that "every queued push is delivered before answering" holds.
+        self._delivering = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="portal-sim-pusher", daemon=True)
 
     def start(self) -> None:
@@ -1446,12 +1449,14 @@ class Pusher:
         self._http.close()
 
     def flush(self) -> tuple[int, int]:
-        return deliver_pushes(self._sim, self._http, all_due=True)
+        with self._delivering:
+            return deliver_pushes(self._sim, self._http, all_due=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self._tick):
             try:
-                deliver_pushes(self._sim, self._http, all_due=False)
+                with self._delivering:
+                    deliver_pushes(self._sim, self._http, all_due=False)
             except Exception:  # the thread must survive a bad receiver or a bug in one message
                 log.exception("push delivery failed")
 
