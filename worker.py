@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from activities.directory import record_policy_files
 from activities.documents import InvoiceDocument
 from activities.einvoice import document_for, render_ubl
 from activities.portals.activity import PortalActivities
-from activities.portals.base import FollowUp
+from activities.portals.base import FollowUp, PortalAdapter
 from activities.settings import Settings, get_settings
 from activities.submission import PortalPollActivities, SubmissionActivities, portal_adapters
 from activities.temporal import (
@@ -73,11 +74,14 @@ def build_worker(
     executor: ThreadPoolExecutor,
     matrix: MatrixFile | None = None,
     settings: Settings | None = None,
+    adapters: Mapping[str, PortalAdapter] | None = None,
 ) -> Worker:
+    """The worker with every workflow and activity. `adapters`: the customer portals (default: those
+    of the settings' portal configuration)."""
     transitions = TransitionActivities(store)
     settings = settings or get_settings()
     checkpoints = CheckpointActivities(store, settings)
-    adapters = portal_adapters(settings, smtp)
+    adapters = adapters if adapters is not None else portal_adapters(settings, smtp)
     submission = SubmissionActivities(store, adapters)
 
     def document(invoice_id: str) -> InvoiceDocument:
@@ -118,11 +122,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     await ensure_search_attributes(client)
     sid = await ensure_checkpoint_schedule(client, settings.task_queue, settings.checkpoint_cron)
     log.info("ledger checkpoints: schedule %s (%s UTC)", sid, settings.checkpoint_cron)
-    pulled = [
-        name
-        for name, a in portal_adapters(settings, smtp_config(settings)).items()
-        if a.follow_up is FollowUp.POLL
-    ]
+    smtp = smtp_config(settings)
+    adapters = portal_adapters(settings, smtp)  # one set for the worker's life: each keeps its client
+    pulled = [name for name, a in adapters.items() if a.follow_up is FollowUp.POLL]
     for sid in await ensure_portal_poll_schedules(
         client, settings.task_queue, pulled, settings.portal_poll_seconds
     ):
@@ -133,17 +135,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=16) as executor:
         worker = build_worker(
-            client,
-            store,
-            smtp_config(settings),
-            settings.task_queue,
-            executor,
-            matrix_file(settings),
-            settings,
+            client, store, smtp, settings.task_queue, executor, matrix_file(settings), settings, adapters
         )
         async with worker:
             log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
             await stop.wait()
+    for adapter in adapters.values():
+        adapter.close()
     store.dispose()
 
 

@@ -18,6 +18,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -129,6 +130,28 @@ def signature_valid(cp: LedgerCheckpoint, trusted: set[str]) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def checkpoint_export(cp: LedgerCheckpoint, trusted: set[str]) -> dict[str, Any]:
+    """A checkpoint as exported (API and CLI): with its public key and the exact signed message, so that
+    anyone can check it offline, and whether this installation trusts its key."""
+    return {
+        "id": cp.id,
+        "legal_entity": cp.legal_entity,
+        "seq": cp.seq,
+        "entry_hash": cp.entry_hash,
+        "signed_at": cp.signed_at,
+        "key_id": cp.key_id,
+        "public_key": cp.public_key,
+        "algorithm": "Ed25519",
+        "signature": cp.signature,
+        "message": checkpoint_message(
+            cp.legal_entity, cp.seq, cp.entry_hash, cp.signed_at, cp.key_id
+        ).decode(),
+        "trigger": cp.trigger,
+        "requested_by": cp.requested_by,
+        "signature_valid": signature_valid(cp, trusted),
+    }
 
 
 def checkpoints_of(session: Session, legal_entity: str) -> list[LedgerCheckpoint]:

@@ -66,27 +66,34 @@ class LedgerFacts:
     payload: dict[str, Any]
 
 
+# The fields covered by entry_hash (everything but the hashes, the payload itself and the surrogate id), in
+# the order verification reads them.
+HASHED_KEYS = (
+    "legal_entity",
+    "seq",
+    "business_key",
+    "object_type",
+    "object_id",
+    "event",
+    "from_status",
+    "to_status",
+    "actor",
+    "actor_roles",
+    "rule",
+    "reason",
+    "workflow_id",
+    "run_id",
+    "request_id",
+    "at",
+    "payload_hash",
+)
+
+
 def hashed_fields(entry: LedgerEntry) -> dict[str, Any]:
-    """The fields covered by entry_hash (everything but the hashes and the surrogate id)."""
-    return {
-        "legal_entity": entry.legal_entity,
-        "seq": entry.seq,
-        "business_key": entry.business_key,
-        "object_type": entry.object_type,
-        "object_id": entry.object_id,
-        "event": entry.event,
-        "from_status": entry.from_status,
-        "to_status": entry.to_status,
-        "actor": entry.actor,
-        "actor_roles": json.loads(entry.actor_roles),
-        "rule": entry.rule,
-        "reason": entry.reason,
-        "workflow_id": entry.workflow_id,
-        "run_id": entry.run_id,
-        "request_id": entry.request_id,
-        "at": entry.at,
-        "payload_hash": entry.payload_hash,
-    }
+    """The fields covered by entry_hash, as hashed (actor_roles as the list it encodes)."""
+    fields = {key: getattr(entry, key) for key in HASHED_KEYS}
+    fields["actor_roles"] = json.loads(entry.actor_roles)
+    return fields
 
 
 def compute_entry_hash(prev_hash: str, entry: LedgerEntry) -> str:
@@ -201,65 +208,20 @@ class Verification:
         return f"broken at seq {self.broken_at} ({self.kind}): {self.problem}"
 
 
-_COLUMNS: tuple[Any, ...] = (
-    LedgerEntry.legal_entity,
-    LedgerEntry.seq,
-    LedgerEntry.business_key,
-    LedgerEntry.object_type,
-    LedgerEntry.object_id,
-    LedgerEntry.event,
-    LedgerEntry.from_status,
-    LedgerEntry.to_status,
-    LedgerEntry.actor,
-    LedgerEntry.actor_roles,
-    LedgerEntry.rule,
-    LedgerEntry.reason,
-    LedgerEntry.workflow_id,
-    LedgerEntry.run_id,
-    LedgerEntry.request_id,
-    LedgerEntry.at,
-    LedgerEntry.payload_hash,
-    LedgerEntry.payload,
-    LedgerEntry.prev_hash,
-    LedgerEntry.entry_hash,
-)
-_KEYS = (
-    "legal_entity",
-    "seq",
-    "business_key",
-    "object_type",
-    "object_id",
-    "event",
-    "from_status",
-    "to_status",
-    "actor",
-    "actor_roles",
-    "rule",
-    "reason",
-    "workflow_id",
-    "run_id",
-    "request_id",
-    "at",
-    "payload_hash",
-)
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _row_hash(prev_hash: str, row: Any, seq: int | None = None) -> str:
     """entry_hash of a row as read (optionally as if it stood at another seq): the same bytes as
     `compute_entry_hash`, without building an ORM object (verification reads a million rows)."""
-    fields = dict(zip(_KEYS, row[:17], strict=True))
+    fields = dict(zip(HASHED_KEYS, row[:17], strict=True))
     fields["actor_roles"] = json.loads(row[9])
     if seq is not None:
         fields["seq"] = seq
     return hashlib.sha256((prev_hash + _dumps(fields)).encode("utf-8")).hexdigest()
 
 
-_COLUMN_NAMES = (
-    "legal_entity, seq, business_key, object_type, object_id, event, from_status, to_status, actor, "
-    "actor_roles, rule, reason, workflow_id, run_id, request_id, at, payload_hash, payload, prev_hash, "
-    "entry_hash"
-)
+_COLUMN_NAMES = ", ".join((*HASHED_KEYS, "payload", "prev_hash", "entry_hash"))
 
 
 class _RowStream:

@@ -131,10 +131,11 @@ def record_transition(session: Session, rec: TransitionRecord) -> RecordResult:
     else:
         # The number is allocated by an activity as the invoice is issued: the store may know it before the
         # workflow does. Never lose it; and tell the workflow (RecordResult.number).
-        stored = session.execute(
-            sa_select(col(Invoice.number)).where(col(Invoice.id) == state.invoice_id)
-        ).scalar_one_or_none()
-        number = number or stored or ""
+        if not number:
+            stored = session.execute(
+                sa_select(col(Invoice.number)).where(col(Invoice.id) == state.invoice_id)
+            ).scalar_one_or_none()
+            number = stored or ""
         session.execute(
             sa_update(Invoice)
             .where(Invoice.id == state.invoice_id)  # type: ignore[arg-type]

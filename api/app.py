@@ -169,11 +169,13 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         client = temporal or await connect(
             settings.temporal_address or "127.0.0.1:7233", settings.temporal_namespace
         )
-        app.state.ctx = AppContext(settings=settings, store=store, temporal=client, authorizer=Authorizer())
+        ctx = app.state.ctx = AppContext(
+            settings=settings, store=store, temporal=client, authorizer=Authorizer()
+        )
         try:
             yield
         finally:
-            store.dispose()
+            ctx.close()
 
     app = FastAPI(
         title="Cashcycle",

@@ -223,18 +223,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _write_demo_portals(data_dir: Path, sim_url: str) -> Path:
-    """The portal configuration of the demo: the simulator's portals (one per protocol), as TOML."""
-    import json
+    """The demo's portal configuration: the simulator's portals, one per protocol."""
+    from api.portal_sim import demo_portals_toml
 
-    from api.portal_sim import demo_portals
-
-    lines = ["# Written by `cashcycle up --demo`: the portals of the local portal simulator.", ""]
-    for name, cfg in demo_portals(sim_url).items():
-        lines.append(f"[portals.{json.dumps(name)}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in cfg.items()]
-        lines.append("")
     path = data_dir / "portals.toml"
-    path.write_text("\n".join(lines))
+    path.write_text(demo_portals_toml(sim_url))
     return path
 
 
@@ -387,9 +380,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         NothingToCheckpoint,
         SigningKeyError,
         checkpoint_chains,
-        checkpoint_message,
+        checkpoint_export,
         checkpoints_of,
-        signature_valid,
         trusted_public_keys,
         verify_and_record,
     )
@@ -427,25 +419,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     trusted = trusted_public_keys(settings)
     with reading(store) as session:
         rows = [
-            {
-                "id": cp.id,
-                "legal_entity": cp.legal_entity,
-                "seq": cp.seq,
-                "entry_hash": cp.entry_hash,
-                "signed_at": cp.signed_at,
-                "key_id": cp.key_id,
-                "public_key": cp.public_key,
-                "algorithm": "Ed25519",
-                "signature": cp.signature,
-                "message": checkpoint_message(
-                    cp.legal_entity, cp.seq, cp.entry_hash, cp.signed_at, cp.key_id
-                ).decode(),
-                "trigger": cp.trigger,
-                "requested_by": cp.requested_by,
-                "signature_valid": signature_valid(cp, trusted),
-            }
-            for entity in entities
-            for cp in checkpoints_of(session, entity)
+            checkpoint_export(cp, trusted) for entity in entities for cp in checkpoints_of(session, entity)
         ]
     text = json.dumps(rows, indent=2) + "\n"
     if args.out:

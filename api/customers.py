@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -14,22 +13,11 @@ from activities.db import writing
 from activities.directory import create_customer
 from activities.models import Customer, CustomerBase
 from activities.money import MoneyError, exponent
-from activities.portals.config import load_portals
-from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
+from api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from api.errors import Conflict, Invalid, NotFound
 from api.schemas import CustomerCreate, CustomerPublic
 
 router = APIRouter(prefix="/api/v1", tags=["customers"])
-
-
-def configured_portals(ctx: AppContext) -> set[str]:
-    """The portal names of the configuration file, read once per process."""
-    names: set[str] | None = getattr(ctx, "_portal_names", None)
-    if names is None:
-        path = ctx.settings.portals_file
-        names = set(load_portals(Path(path)) if path else load_portals()) | {"email"}
-        object.__setattr__(ctx, "_portal_names", names)
-    return names
 
 
 def idempotent_ref(username: str, key: str) -> str:
@@ -71,10 +59,10 @@ async def add_customer(
             "legal_entity is required: you maintain customers in several legal entities", field="legal_entity"
         )
     grant = ctx.authorizer.require(user.username, entity, "customer:create")
-    if body.portal != "email" and body.portal not in configured_portals(ctx):
+    if body.portal not in ctx.portals():
         raise Invalid(
             f"portal: {body.portal!r} is not a configured portal (CASHCYCLE_PORTALS_FILE); use one of "
-            f"{', '.join(sorted(configured_portals(ctx))) or 'email'}",
+            f"{', '.join(sorted(ctx.portals()))}",
             field="portal",
         )
     try:

@@ -651,18 +651,21 @@ _VOID_REASONS = (
 
 async def _wait_delivered(api: _Api, inv: PlannedInvoice, within: float = 180.0) -> None:
     """After approval the workflow delivers by e-mail on its own; payments apply only once submitted."""
+    inv.status = await _wait_sent(api, inv.invoice_id, inv.number or inv.external_id, within)
+
+
+async def _wait_sent(api: _Api, invoice_id: str, label: str, within: float) -> str:
+    """Wait for an approved invoice to leave (delivered, or refused at a portal's door); its status."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     pause = 0.2
     while True:
-        state = await api.call("supervisor", "GET", f"/api/v1/invoices/{inv.invoice_id}")
+        state = await api.call("supervisor", "GET", f"/api/v1/invoices/{invoice_id}")
         if state["status"] != "approved":
-            inv.status = state["status"]
-            return
+            status: str = state["status"]
+            return status
         if loop.time() >= deadline:
-            raise DemoSeedError(
-                f"invoice {inv.number} was not delivered within {within:.0f}s; see the worker log"
-            )
+            raise DemoSeedError(f"invoice {label} was not delivered within {within:.0f}s; see the worker log")
         await asyncio.sleep(pause)
         pause = min(pause * 1.5, 2.0)
 
@@ -998,13 +1001,5 @@ async def _seed_portals(api: _Api, out: _Progress) -> None:
             await api.call(
                 _SIGNER[step["role"]], "POST", f"{base}/approve", {"tier": step["tier"]}, key=f"{key}-approve"
             )
-        # Sent once approved: wait for it to leave (submitted, or refused at the portal's door).
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 120
-        while (await api.call("supervisor", "GET", base))["status"] == "approved":
-            if loop.time() > deadline:
-                raise DemoSeedError(
-                    f"invoice BILL-PORTAL-{n:04d} did not reach its portal; see the worker log"
-                )
-            await asyncio.sleep(0.3)
+        await _wait_sent(api, inv["id"], f"BILL-PORTAL-{n:04d}", 120)
     out.say(f"portals: {len(PORTAL_INVOICES)} invoices sent to Initech's portals (Coupa-style, cXML)")

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session
 from temporalio.client import Client
 
+from activities import queries
 from activities.db import Store, reading
 from activities.settings import Settings
-from api.errors import Invalid, Unauthenticated
+from api.errors import Forbidden, Invalid, Unauthenticated
 from api.security import Authorizer, read_token
+
+if TYPE_CHECKING:
+    from activities.portals.base import PortalAdapter
 
 
 @dataclass
@@ -25,6 +29,21 @@ class AppContext:
     store: Store
     temporal: Client
     authorizer: Authorizer
+    _portals: dict[str, PortalAdapter] | None = field(default=None, repr=False)
+
+    def portals(self) -> dict[str, PortalAdapter]:
+        """The customer portals of the configuration (and "email"), each adapter with its HTTP client:
+        built on first use, once per process (portal pushes and customer validation share them)."""
+        if self._portals is None:
+            from activities.submission import portal_adapters
+
+            self._portals = portal_adapters(self.settings)
+        return self._portals
+
+    def close(self) -> None:
+        for adapter in (self._portals or {}).values():
+            adapter.close()
+        self.store.dispose()
 
 
 def get_context(request: Request) -> AppContext:
@@ -85,3 +104,24 @@ def get_idempotency_key(
 
 
 IdempotencyKey = Annotated[str | None, Depends(get_idempotency_key)]
+
+
+def entities_for(
+    ctx: AppContext, session: Session, username: str, action: str, entity: str | None
+) -> list[str]:
+    """The legal entities where the caller may do `action` (or the one asked for, refused with 403 if not
+    allowed there): the entity scope of the reading endpoints, evidence and reports. A role held in every
+    entity ("*") covers every entity of the store. 403 naming the action when it is allowed nowhere."""
+    if entity is not None:
+        ctx.authorizer.require(username, entity, action)
+        return [entity]
+    entities = [
+        e for e in queries.entities_of(session, username) if ctx.authorizer.check(username, e, action)
+    ]
+    if "*" in entities or not entities:
+        entities = [
+            e for e in queries.legal_entity_codes(session) if ctx.authorizer.check(username, e, action)
+        ]
+    if not entities:
+        raise Forbidden(f"{username} may not {action} in any legal entity", code="forbidden", action=action)
+    return entities

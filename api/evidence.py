@@ -16,13 +16,14 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from activities import queries
-from activities.checkpoints import checkpoints_of, signature_valid, trusted_public_keys, verify_and_record
+from activities.checkpoints import checkpoint_export, checkpoints_of, trusted_public_keys, verify_and_record
 from activities.controls import load_catalogue
 from activities.db import reading
 from activities.ledger import Verification
+from activities.models import LedgerCheckpoint
 from activities.packs import PackError, PackRequest, build_pack, record_pack
-from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
-from api.errors import Conflict, Forbidden, Invalid, NotFound
+from api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep, entities_for
+from api.errors import Conflict, Invalid, NotFound
 from workflows.checkpoint import LedgerCheckpointWorkflow
 from workflows.types import CheckpointRequest, CheckpointRun
 
@@ -43,24 +44,6 @@ class ChainVerification(BaseModel):
     checkpoint_id: int | None
     checkpoint_seq: int | None
     recorded_at_seq: int | None = Field(description="the ledger entry recording this verification run")
-
-
-def _entities(
-    ctx: AppContext, session: SessionDep, username: str, action: str, entity: str | None
-) -> list[str]:
-    if entity is not None:
-        ctx.authorizer.require(username, entity, action)
-        return [entity]
-    entities = [
-        e for e in queries.entities_of(session, username) if ctx.authorizer.check(username, e, action)
-    ]
-    if "*" in entities or not entities:
-        entities = [
-            e for e in queries.legal_entity_codes(session) if ctx.authorizer.check(username, e, action)
-        ]
-    if not entities:
-        raise Forbidden(f"{username} may not {action} in any legal entity", code="forbidden", action=action)
-    return entities
 
 
 def _out(result: Verification, seq: int | None) -> ChainVerification:
@@ -95,7 +78,7 @@ async def verify_ledger(
     first seq where it breaks and how. Each run is recorded in the ledger it verified."""
     if from_seq is not None and to_seq is not None and to_seq < from_seq:
         raise Invalid("to is before from", field="to")
-    entities = _entities(ctx, session, user.username, "ledger:read", entity)
+    entities = entities_for(ctx, session, user.username, "ledger:read", entity)
     out = []
     for code in entities:
         run = await asyncio.to_thread(
@@ -125,25 +108,8 @@ class CheckpointBody(BaseModel):
     legal_entity: str | None = Field(default=None, max_length=32)
 
 
-def _checkpoint_out(cp: object, trusted: set[str]) -> CheckpointOut:
-    from activities.checkpoints import checkpoint_message
-    from activities.models import LedgerCheckpoint
-
-    assert isinstance(cp, LedgerCheckpoint) and cp.id is not None
-    return CheckpointOut(
-        id=cp.id,
-        legal_entity=cp.legal_entity,
-        seq=cp.seq,
-        entry_hash=cp.entry_hash,
-        signed_at=cp.signed_at,
-        key_id=cp.key_id,
-        public_key=cp.public_key,
-        signature=cp.signature,
-        message=checkpoint_message(cp.legal_entity, cp.seq, cp.entry_hash, cp.signed_at, cp.key_id).decode(),
-        trigger=cp.trigger,
-        requested_by=cp.requested_by,
-        signature_valid=signature_valid(cp, trusted),
-    )
+def _checkpoint_out(cp: LedgerCheckpoint, trusted: set[str]) -> CheckpointOut:
+    return CheckpointOut(**checkpoint_export(cp, trusted))
 
 
 @router.get("/checkpoints", response_model=list[CheckpointOut])
@@ -156,7 +122,7 @@ async def list_checkpoints(
     """Every signed checkpoint (export them: anyone holding the public key can check them offline)."""
     trusted = trusted_public_keys(ctx.settings)
     out = []
-    for code in _entities(ctx, session, user.username, "ledger:read", entity):
+    for code in entities_for(ctx, session, user.username, "ledger:read", entity):
         out += [_checkpoint_out(cp, trusted) for cp in checkpoints_of(session, code)]
     return out
 
@@ -172,7 +138,7 @@ async def make_checkpoints(
     """Sign a checkpoint of each chain the caller may checkpoint (or one), now, through the same
     workflow the daily schedule runs."""
     entity = body.legal_entity if body else None
-    entities = _entities(ctx, session, user.username, "evidence:checkpoint", entity)
+    entities = entities_for(ctx, session, user.username, "evidence:checkpoint", entity)
     made: list[int] = []
     for code in entities:
         if not queries.ledger_has_entries(session, code):
@@ -219,7 +185,7 @@ class ControlOut(BaseModel):
 @router.get("/controls", response_model=list[ControlOut])
 async def list_controls(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> list[ControlOut]:
     """The control catalogue (policies/controls.toml)."""
-    _entities(ctx, session, user.username, "ledger:read", None)
+    entities_for(ctx, session, user.username, "ledger:read", None)
     return [
         ControlOut(
             id=c.id,
@@ -255,7 +221,7 @@ async def make_pack(
 ) -> Response:
     """An evidence pack for one control and period: population (CSV, JSON Lines), manifest, the sample
     drawn from the seed with its attribute tests, and the verification of the chains."""
-    entities = _entities(ctx, session, user.username, "evidence:export", body.legal_entity)
+    entities = entities_for(ctx, session, user.username, "evidence:export", body.legal_entity)
     req = PackRequest(
         control_id=body.control_id,
         period_start=body.period_start,

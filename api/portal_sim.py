@@ -260,6 +260,16 @@ def demo_portals(base_url: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def demo_portals_toml(base_url: str) -> str:
+    """`demo_portals` as a portal configuration file (CASHCYCLE_PORTALS_FILE): TOML."""
+    lines = ["# The portals of the local portal simulator (cashcycle portal-sim).", ""]
+    for name, cfg in demo_portals(base_url).items():
+        lines.append(f"[portals.{json.dumps(name)}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in cfg.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def load_scenario(path: Path) -> Scenario:
     """A scenario file: TOML (.toml) or JSON (anything else)."""
     raw = path.read_bytes()
@@ -1752,19 +1762,24 @@ def create_app(scenario: Scenario | None = None, *, tick_seconds: float = 0.2) -
 
     # -- Peppol access point ---------------------------------------------------------------------------
 
+    async def peppol_caller(request: Request) -> tuple[str, Response | None]:
+        """The calling participant, or the answer that stops its request here: an injected fault, an
+        unknown API key, the rate limit."""
+        if (failure := injected("peppol", request)) is not None:
+            return "", failure
+        client = sim.peppol_client(_bearer(request))
+        if client is None:
+            unknown = json_reply(401, {"code": "unauthorized", "message": "unknown API key"})
+            return "", await finish("peppol", request, "", unknown)
+        me = client.participant_id
+        return me, throttled("peppol", request, me)
+
     @app.post("/peppol/v1/documents")
     async def peppol_send(request: Request) -> Response:
         """A UBL invoice or credit note to deliver to a Peppol participant: 202 with a message id."""
-        if (failure := injected("peppol", request)) is not None:
-            return failure
-        client = sim.peppol_client(_bearer(request))
-        if client is None:
-            return await finish(
-                "peppol", request, "", json_reply(401, {"code": "unauthorized", "message": "unknown API key"})
-            )
-        me = client.participant_id
-        if (limited := throttled("peppol", request, me)) is not None:
-            return limited
+        me, stop = await peppol_caller(request)
+        if stop is not None:
+            return stop
         sender = request.headers.get("X-Peppol-Sender-Id", "")
         receiver = request.headers.get("X-Peppol-Receiver-Id", "")
         if sender != me:
@@ -1809,16 +1824,9 @@ def create_app(scenario: Scenario | None = None, *, tick_seconds: float = 0.2) -
     @app.get("/peppol/v1/inbox")
     async def peppol_inbox(request: Request) -> Response:
         """Documents received for this participant (Invoice Responses), oldest first."""
-        if (failure := injected("peppol", request)) is not None:
-            return failure
-        client = sim.peppol_client(_bearer(request))
-        if client is None:
-            return await finish(
-                "peppol", request, "", json_reply(401, {"code": "unauthorized", "message": "unknown API key"})
-            )
-        me = client.participant_id
-        if (limited := throttled("peppol", request, me)) is not None:
-            return limited
+        me, stop = await peppol_caller(request)
+        if stop is not None:
+            return stop
         messages = sim.pending_messages(
             "peppol", me, _since(request.query_params.get("received_after")), 1000
         )

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Request, Response
 
 from activities.portals.activity import portal_update
 from activities.portals.base import PortalError
-from activities.submission import portal_adapters, route_updates
+from activities.submission import route_updates
 from api.deps import ContextDep
 from api.errors import NotFound
 
@@ -27,10 +27,7 @@ async def portal_push(
     portal: Annotated[str, Path(max_length=64)], request: Request, ctx: ContextDep
 ) -> Response:
     """A status update pushed by the customer's portal; answered in the portal's own protocol."""
-    adapters = getattr(request.app.state, "portal_adapters", None)
-    if adapters is None:
-        adapters = request.app.state.portal_adapters = portal_adapters(ctx.settings)
-    adapter = adapters.get(portal)
+    adapter = ctx.portals().get(portal)
     if adapter is None or portal == "email":
         raise NotFound(f"no portal {portal} is configured")
     body = await request.body()

@@ -19,32 +19,12 @@ from pydantic import BaseModel, Field
 from activities import queries
 from activities.db import Store, reading
 from activities.portal_reports import PortalReport, portal_report
-from api.deps import AppContext, ContextDep, CurrentUser, SessionDep
-from api.errors import Forbidden, Invalid, NotFound
+from api.deps import ContextDep, CurrentUser, SessionDep, entities_for
+from api.errors import Invalid, NotFound
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
 MAX_PERIOD_DAYS = 366  # a year, leap or not: longer periods are several reports
-
-
-def _report_entities(ctx: AppContext, session: SessionDep, username: str, entity: str | None) -> list[str]:
-    """The legal entities the caller may report on (or the one asked for), as api/evidence.py does it.
-    The action is written out in each call: tests/test_policy.py ties the policy to those literals."""
-    if entity is not None:
-        ctx.authorizer.require(username, entity, "report:read")
-        return [entity]
-    entities = [
-        e for e in queries.entities_of(session, username) if ctx.authorizer.check(username, e, "report:read")
-    ]
-    if "*" in entities or not entities:
-        entities = [
-            e for e in queries.legal_entity_codes(session) if ctx.authorizer.check(username, e, "report:read")
-        ]
-    if not entities:
-        raise Forbidden(
-            f"{username} may not report:read in any legal entity", code="forbidden", action="report:read"
-        )
-    return entities
 
 
 class ReasonCountOut(BaseModel):
@@ -153,7 +133,7 @@ async def portals_report(
         raise Invalid("to is before from", field="to")
     if (period_end - period_start).days + 1 > MAX_PERIOD_DAYS:
         raise Invalid(f"a period is at most {MAX_PERIOD_DAYS} days", field="to")
-    entities = _report_entities(ctx, session, user.username, entity)
+    entities = entities_for(ctx, session, user.username, "report:read", entity)
     if customer_id is not None:
         # Unknown and not-yours look the same: the report does not reveal other entities' customers.
         customer = queries.customer_by_id(session, customer_id)

@@ -222,8 +222,8 @@ ACTION_TEXT = re.compile(r"^[a-z_]+:[a-z_]+$")
 
 
 def actions_checked_in_api() -> dict[str, list[str]]:
-    """Action strings the API passes to `authorizer.require` / `authorizer.check` (or to evidence's
-    `_entities`, which calls them), and the values of
+    """Action strings the API passes to `authorizer.require` / `authorizer.check` (or to
+    `entities_for`, which calls them), and the values of
     `COMMANDS` in api/invoices.py (the per-event permissions), each with where it is used."""
     found: dict[str, list[str]] = {}
     for path in sorted(API.rglob("*.py")):
@@ -237,8 +237,8 @@ def actions_checked_in_api() -> dict[str, list[str]]:
                     and isinstance(node.func.value, ast.Attribute)
                     and node.func.value.attr == "authorizer"
                 )
-                # api/evidence.py checks its actions through one helper, per legal entity.
-                or (isinstance(node.func, ast.Name) and node.func.id == "_entities")
+                # evidence and reports check their actions through one helper, per legal entity (api/deps.py).
+                or (isinstance(node.func, ast.Name) and node.func.id == "entities_for")
             ):
                 for arg in node.args:
                     if (

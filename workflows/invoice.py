@@ -324,7 +324,6 @@ class InvoiceWorkflow:
             await self._notify_preparers()
             return
         self._pass, self._portal_ref = number, result.portal_ref
-        self._number = result.number or self._number
         await self._record_submission(key, result.status or "received", result.at, result.portal_ref)
 
     async def _record_submission(self, key: str, status: str, at: str, portal_ref: str) -> None:

@@ -337,7 +337,6 @@ class PortalSubmitResult:
     at: str  # ISO 8601 instant
     follow_up: str  # "push" (wait for signals), "poll" (call poll_portal), "none"
     replayed: bool = False
-    number: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ invoice submitted and none accepted at first pass, and the ledger tells the whol
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import uuid
@@ -27,9 +26,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.db import reading, writing
 from activities.models import LedgerEntry, LegalEntity, Notification, PortalSubmission
-from api.portal_sim import default_scenario, demo_portals
+from api.portal_sim import default_scenario, demo_portals_toml
 from tests.conftest import ROOT, free_port, running_stack
 from workflows.portal_poll import PortalPollWorkflow
+from workflows.types import PortalPollRun
 
 PORTAL = "demo-coupa"
 
@@ -68,13 +68,29 @@ def portal_sim(tmp_path: Path) -> Iterator[str]:
 
 
 def portals_file(tmp_path: Path, base: str) -> Path:
-    lines = []
-    for name, cfg in demo_portals(base).items():
-        lines.append(f"[portals.{json.dumps(name)}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in cfg.items()]
     path = tmp_path / "portals.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(demo_portals_toml(base))
     return path
+
+
+def initech(portal: str, **extra: Any) -> dict[str, Any]:
+    """The simulator's buyer as a customer of ACME (its VAT id is the purchase orders' bill-to)."""
+    return {
+        "legal_entity": "ACME",
+        "name": "Initech GmbH",
+        "currency": "EUR",
+        "email": "ap@initech.example",
+        "country": "DE",
+        "vat_id": "DE129273398",
+        "street": "Lindenstrasse 5",
+        "city": "Hamburg",
+        "postal_code": "20095",
+        "endpoint_scheme": "0088",
+        "endpoint_id": "4000001000005",
+        "buyer_reference": "04011000-12345-67",
+        "portal": portal,
+        **extra,
+    }
 
 
 def seller_master_data(store: Any) -> None:
@@ -92,6 +108,30 @@ def seller_master_data(store: Any) -> None:
         )
         acme.telephone = "+49 421 3360 120"
         session.add(acme)
+
+
+async def poll_until_accepted(
+    stack: Any, sim: httpx.AsyncClient, reader: httpx.AsyncClient, inv: str, portal: str
+) -> tuple[dict[str, Any], list[PortalPollRun]]:
+    """Run the portal's poller (as its schedule does) until the invoice is accepted; the polls' results."""
+    polls: list[PortalPollRun] = []
+
+    async def accepted() -> dict[str, Any] | None:
+        # A second of the buyer's time between polls (its rate limit refills on its own clock).
+        await sim.post("/_sim/advance", json={"seconds": 1})
+        polls.append(
+            await stack.temporal.execute_workflow(
+                PortalPollWorkflow.run,
+                portal,
+                id=f"poll-{uuid.uuid4().hex[:8]}",
+                task_queue=stack.settings.task_queue,
+            )
+        )
+        got: dict[str, Any] = (await reader.get(f"/api/v1/invoices/{inv}")).json()
+        return got if got["status"] == "accepted" else None
+
+    got = await until(accepted, f"the acceptance through {portal}", seconds=30)
+    return got, polls
 
 
 async def until(probe: Any, what: str, seconds: float = 60) -> Any:
@@ -118,23 +158,7 @@ async def test_rejected_fixed_reapproved_resubmitted_accepted_and_paid_through_t
         )
         r = await erp.post(
             "/api/v1/customers",
-            json={
-                "legal_entity": "ACME",
-                "name": "Initech GmbH",
-                "currency": "EUR",
-                "payment_terms_days": 30,
-                "email": "ap@initech.example",
-                "country": "DE",
-                "vat_id": "DE129273398",
-                "street": "Lindenstrasse 5",
-                "city": "Hamburg",
-                "postal_code": "20095",
-                "endpoint_scheme": "0088",
-                "endpoint_id": "4000001000005",
-                "po_required": True,
-                "buyer_reference": "04011000-12345-67",
-                "portal": PORTAL,
-            },
+            json=initech(PORTAL, po_required=True, payment_terms_days=30),
         )
         assert r.status_code == 201, r.text
         customer = r.json()["id"]
@@ -199,24 +223,7 @@ async def test_rejected_fixed_reapproved_resubmitted_accepted_and_paid_through_t
             # Received, in process after 5 s of the buyer's time, approved after its 30 s review.
             assert (await sim.post("/_sim/advance", json={"seconds": 36})).status_code == 200
 
-            async def accepted() -> dict[str, Any] | None:
-                # A second of the buyer's time between polls (its rate limit refills on its own clock).
-                await sim.post("/_sim/advance", json={"seconds": 1})
-                polls.append(
-                    await stack.temporal.execute_workflow(
-                        PortalPollWorkflow.run,
-                        PORTAL,
-                        id=f"poll-{uuid.uuid4().hex[:8]}",
-                        task_queue=stack.settings.task_queue,
-                    )
-                )
-                got = (await cashier.get(f"/api/v1/invoices/{inv}")).json()
-                states.append((got["status"], (got["portal"] or {}).get("status")))
-                return got if got["status"] == "accepted" else None
-
-            polls: list[Any] = []
-            states: list[Any] = []
-            got = await until(accepted, "the portal's acceptance", seconds=30)
+            got, polls = await poll_until_accepted(stack, sim, cashier, inv, PORTAL)
             assert polls[0].routed >= 1
             assert got["portal"]["status"] == "accepted" and got["portal"]["accepted_at"]
             docs = (await sim.get("/_sim/invoices")).json()
@@ -296,21 +303,7 @@ async def test_a_cxml_portal_pushes_its_statuses_to_the_inbound_endpoint(
             erp, preparer, approver, reader = await stack.clients("erp", "preparer", "approver", "cashier")
             r = await erp.post(
                 "/api/v1/customers",
-                json={
-                    "legal_entity": "ACME",
-                    "name": "Initech GmbH",
-                    "currency": "EUR",
-                    "email": "ap@initech.example",
-                    "country": "DE",
-                    "vat_id": "DE129273398",
-                    "street": "Lindenstrasse 5",
-                    "city": "Hamburg",
-                    "postal_code": "20095",
-                    "endpoint_scheme": "0088",
-                    "endpoint_id": "4000001000005",
-                    "buyer_reference": "04011000-12345-67",
-                    "portal": "demo-ariba",
-                },
+                json=initech("demo-ariba"),
             )
             assert r.status_code == 201, r.text
             body = {
@@ -367,21 +360,7 @@ async def test_an_invoice_goes_to_a_peppol_access_point_and_its_invoice_response
         erp, preparer, approver, reader = await stack.clients("erp", "preparer", "approver", "cashier")
         r = await erp.post(
             "/api/v1/customers",
-            json={
-                "legal_entity": "ACME",
-                "name": "Initech GmbH",
-                "currency": "EUR",
-                "email": "ap@initech.example",
-                "country": "DE",
-                "vat_id": "DE129273398",
-                "street": "Lindenstrasse 5",
-                "city": "Hamburg",
-                "postal_code": "20095",
-                "endpoint_scheme": "0088",
-                "endpoint_id": "4000001000005",
-                "buyer_reference": "04011000-12345-67",
-                "portal": "demo-peppol",
-            },
+            json=initech("demo-peppol"),
         )
         assert r.status_code == 201, r.text
         body = {
@@ -402,18 +381,7 @@ async def test_an_invoice_goes_to_a_peppol_access_point_and_its_invoice_response
         async with httpx.AsyncClient(base_url=portal_sim) as sim:
             assert (await sim.post("/_sim/advance", json={"seconds": 36})).status_code == 200
 
-            async def accepted() -> dict[str, Any] | None:
-                await sim.post("/_sim/advance", json={"seconds": 1})
-                await stack.temporal.execute_workflow(
-                    PortalPollWorkflow.run,
-                    "demo-peppol",
-                    id=f"poll-{uuid.uuid4().hex[:8]}",
-                    task_queue=stack.settings.task_queue,
-                )
-                got = (await reader.get(f"/api/v1/invoices/{inv}")).json()
-                return got if got["status"] == "accepted" else None
-
-            got = await until(accepted, "the buyer's invoice response", seconds=30)
+            got, _ = await poll_until_accepted(stack, sim, reader, inv, "demo-peppol")
             docs = (await sim.get("/_sim/invoices", params={"protocol": "peppol"})).json()
         assert got["portal"]["submission_pass"] == 1
         assert [(d["invoice_number"], d["protocol"]) for d in docs] == [(submitted["number"], "peppol")]
