@@ -6,14 +6,17 @@ RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-co
     && rm -rf /var/lib/apt/lists/* && pip install --no-cache-dir uv==0.13.8
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-dev --no-install-project --compile-bytecode
 COPY workflows workflows
 COPY activities activities
 COPY api api
 COPY policies policies
 COPY ui ui
 COPY worker.py ./
-RUN uv sync --frozen --no-dev
+# Byte-compiled at build time: PYTHONDONTWRITEBYTECODE and a read-only user would otherwise make every
+# process (and the workflow sandbox's imports) compile the sources again.
+RUN uv sync --frozen --no-dev --compile-bytecode \
+    && /opt/venv/bin/python -m compileall -q workflows activities api worker.py
 ENV PATH=/opt/venv/bin:$PATH CASHCYCLE_ENVIRONMENT=production
 RUN useradd --system --uid 10001 cashcycle
 USER cashcycle
