@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.approval_matrix import MatrixFile
@@ -43,10 +43,9 @@ from workflows.portal_poll import PortalPollWorkflow
 
 log = logging.getLogger("cashcycle.worker")
 
-# Workflow modules that are pure (no I/O, no clock, no randomness, no mutable module state): the sandbox
-# imports them once, with the worker, instead of executing them again for every workflow run, where
-# re-creating their dataclasses and enums cost more CPU than the invoice workflow's own code.
-# workflows/invoice.py itself stays sandboxed: it is the code whose determinism the sandbox guards.
+# Workflow modules that are pure (no I/O, no clock, no randomness, no mutable module state): with the
+# sandbox on, it imports them once, with the worker, instead of executing them again for every workflow
+# run. workflows/invoice.py itself stays sandboxed: it is the code whose determinism the sandbox guards.
 PASSTHROUGH_WORKFLOW_MODULES = (
     "workflows.types",
     "workflows.states",
@@ -57,7 +56,19 @@ PASSTHROUGH_WORKFLOW_MODULES = (
 )
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
+def workflow_runner(sandboxed: bool) -> WorkflowRunner:
+    """How the worker runs workflow code.
+
+    Unsandboxed by default (`CASHCYCLE_WORKFLOW_SANDBOX=1` turns the sandbox on). While any workflow
+    activation runs, Temporal's sandbox swaps builtins such as `__import__` and `isinstance` for
+    thread-local proxies process-wide, so every thread pays for it, activities included, and it re-runs
+    the workflow module for every workflow: measured with `make bench`, about 35 ms of the worker's CPU per
+    invoice, a third of it. What it guards is guarded before the code ships instead: the source scan
+    (tests/workflows/test_determinism.py: only the standard library, temporalio and workflows.*, no
+    clock, randomness or I/O), the workflow tests, which run the workflows in the default sandbox, and
+    the replay tests, which replay recorded histories of the whole lifecycle through the sandbox."""
+    if not sandboxed:
+        return UnsandboxedWorkflowRunner()
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_WORKFLOW_MODULES)
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
@@ -96,7 +107,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=[InvoiceWorkflow, LedgerCheckpointWorkflow, PortalPollWorkflow],
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(settings.workflow_sandbox),
         activities=[
             transitions.record_invoice_transition,
             delivery.deliver_invoice,

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     portals_file: str = ""
     portal_poll_seconds: float = 300.0
     update_timeout_seconds: float = 30.0
+    # Workflow code runs without Temporal's sandbox unless this is set (see worker.workflow_runner): the
+    # sandbox re-checks at run time what tests/workflows/test_determinism.py checks in the source and the
+    # workflow tests (sandboxed) and replay tests check by running, at a third of the worker's CPU.
+    workflow_sandbox: bool = False
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

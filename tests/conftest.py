@@ -26,7 +26,8 @@ import pytest
 import uvicorn
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.db import Store, migrate, open_store, writing
 from activities.directory import add_user, create_customer, ensure_legal_entity, grant, hash_password
@@ -34,8 +35,8 @@ from activities.models import Customer, CustomerBase, LegalEntity
 from activities.settings import Settings
 from api.app import create_app
 from api.mail_capture import start as start_mail_capture
-from worker import build_worker, matrix_file, smtp_config
-from workflows.invoice import SEARCH_ATTRIBUTES
+from worker import build_worker, matrix_file, smtp_config, workflow_runner
+from workflows.invoice import SEARCH_ATTRIBUTES, InvoiceWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -241,6 +242,19 @@ class Stack:
             email.message_from_bytes(p.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
             for p in sorted(self.outbox.glob("*.eml"))
         ]
+
+    async def assert_replays(self, workflow_id: str) -> None:
+        """The production worker runs workflow code unsandboxed (worker.workflow_runner): replay the
+        history it wrote through Temporal's sandbox, with the default restrictions and nothing passed
+        through, and through the production runner. A non-deterministic change, or workflow code that
+        reads the clock, randomness or I/O where the sandbox catches it, fails here."""
+        history = await self.temporal.get_workflow_handle(workflow_id).fetch_history()
+        for runner in (SandboxedWorkflowRunner(), workflow_runner(sandboxed=False)):
+            replayer = Replayer(
+                workflows=[InvoiceWorkflow], workflow_runner=runner, namespace=self.temporal.namespace
+            )
+            result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+            assert result.replay_failure is None, f"{workflow_id} does not replay: {result.replay_failure!r}"
 
 
 @pytest.fixture

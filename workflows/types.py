@@ -3,8 +3,6 @@ the records handed to activities. Dates travel as ISO strings and money as integ
 the default Temporal data converter round-trips them exactly.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 
 
@@ -228,6 +226,21 @@ class PaymentCommand:
 
 
 @dataclass(frozen=True)
+class PortalEvent:
+    """What a portal transition records (the ledger payload and the portal_submission read model)."""
+
+    portal: str
+    channel: str
+    submission_pass: int
+    submission_key: str
+    status: str  # normalised PortalStatus ("" when the portal said nothing yet)
+    at: str  # ISO instant: when the portal said it
+    portal_ref: str = ""
+    reason_code: str = ""
+    reason_text: str = ""
+
+
+@dataclass(frozen=True)
 class TransitionRecord:
     """One transition as the ledger and the read model receive it (see activities.transitions)."""
 
@@ -287,21 +300,6 @@ class CheckpointRun:
 
 
 # -- customer portals ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PortalEvent:
-    """What a portal transition records (the ledger payload and the portal_submission read model)."""
-
-    portal: str
-    channel: str
-    submission_pass: int
-    submission_key: str
-    status: str  # normalised PortalStatus ("" when the portal said nothing yet)
-    at: str  # ISO instant: when the portal said it
-    portal_ref: str = ""
-    reason_code: str = ""
-    reason_text: str = ""
 
 
 @dataclass(frozen=True)

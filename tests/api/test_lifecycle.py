@@ -93,3 +93,5 @@ async def test_invoice_goes_from_erp_to_paid(stack: Stack) -> None:
     for prev, cur in itertools.pairwise(hist):
         assert cur["seq"] > prev["seq"]
     assert hist[0]["actor"] == "erp" and hist[2]["actor"] == "approver"
+    # The worker ran it unsandboxed: its history replays through the sandbox.
+    await stack.assert_replays(inv["workflow_id"])

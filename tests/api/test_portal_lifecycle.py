@@ -270,6 +270,9 @@ async def test_rejected_fixed_reapproved_resubmitted_accepted_and_paid_through_t
         figures = report.json()
         assert (figures["invoices_submitted"], figures["first_pass_accepted"]) == (1, 0)
         assert figures["rejections"]["by_reason"][0]["code"] == "PRI"
+        # Rejection, fix, re-approval, a second pass, the poller's signals: the history replays through
+        # the sandbox.
+        await stack.assert_replays(got["workflow_id"])
 
 
 async def test_a_cxml_portal_pushes_its_statuses_to_the_inbound_endpoint(
