@@ -22,7 +22,7 @@ from activities.approval_matrix import MatrixFile
 from activities.approvals import ApprovalActivities
 from activities.checkpoints import CheckpointActivities
 from activities.db import Store, migrate, open_store, reading, writing
-from activities.delivery import DeliveryActivities, SmtpConfig, smtp_config
+from activities.delivery import MailDelivery, SmtpConfig, smtp_config
 from activities.directory import record_policy_files
 from activities.documents import InvoiceDocument
 from activities.einvoice import document_for, render_ubl
@@ -93,7 +93,7 @@ def build_worker(
     settings = settings or get_settings()
     checkpoints = CheckpointActivities(store, settings)
     adapters = adapters if adapters is not None else portal_adapters(settings, smtp)
-    submission = SubmissionActivities(store, adapters)
+    submission = SubmissionActivities(store, adapters, MailDelivery(store, smtp))
 
     def document(invoice_id: str) -> InvoiceDocument:
         with reading(store) as session:
@@ -101,7 +101,6 @@ def build_worker(
 
     portals = PortalActivities(adapters, documents=document, render_ubl=render_ubl)
     polling = PortalPollActivities(store, client, adapters)
-    delivery = DeliveryActivities(store, smtp)
     approvals = ApprovalActivities(store, smtp, matrix)
     return Worker(
         client,
@@ -110,11 +109,10 @@ def build_worker(
         workflow_runner=workflow_runner(settings.workflow_sandbox),
         activities=[
             transitions.record_invoice_transition,
-            delivery.deliver_invoice,
+            submission.deliver_invoice,
             approvals.plan_approval,
             approvals.notify_approval_sla,
             checkpoints.sign_ledger_checkpoints,
-            submission.plan_delivery,
             portals.submit_to_portal,
             polling.poll_and_route,
         ],

@@ -24,15 +24,16 @@ from fontTools import subset, ttLib  # type: ignore[import-untyped]
 from fontTools import version as fonttools_version
 from fpdf import FPDF
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+from sqlmodel import Session
 
 from activities.db import Store, reading, writing
 from activities.models import Customer, Invoice, InvoiceDelivery, LegalEntity
 from activities.money import format_minor
 from activities.numbering import issue_number
 from activities.settings import Settings
-from workflows.types import DeliveryRequest, DeliveryResult, InvoiceState
+from workflows.types import InvoiceState
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "ui" / "templates" / "documents"
 _FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
@@ -251,29 +252,37 @@ def render_invoice_mail(context: dict[str, Any]) -> str:
     return _env.get_template("invoice_mail.txt").render(**context)
 
 
-class DeliveryActivities:
-    """Delivery of invoices to customers without a portal: e-mail with the PDF attached."""
+@dataclass(frozen=True)
+class MailSent:
+    """An invoice mailed: its Message-ID, where it went, and the number it was issued under."""
+
+    invoice_id: str
+    message_id: str
+    recipient: str
+    number: str
+
+
+class MailDelivery:
+    """Delivery to customers without a portal: e-mail with the PDF attached.
+
+    Not an activity of its own: `deliver_invoice` (activities/submission.py) calls `send`, then writes
+    `mark_sent` and the `deliver` transition in one transaction."""
 
     def __init__(self, store: Store, smtp: SmtpConfig) -> None:
         self._store = store
         self._smtp = smtp
 
-    @activity.defn
-    def deliver_invoice(self, req: DeliveryRequest) -> DeliveryResult:
-        """Send the invoice PDF to the customer's billing address (once per delivery transition)."""
-        message_id = f"<{req.workflow_id.replace('/', '.')}.{req.transition_seq}@cashcycle>"
+    def send(self, invoice_id: str, workflow_id: str, transition_seq: int, state: InvoiceState) -> MailSent:
+        """Send the invoice PDF to the customer's billing address, once per delivery transition: an
+        earlier attempt that sent it (its delivery row written) is answered without sending again."""
+        message_id = f"<{workflow_id.replace('/', '.')}.{transition_seq}@cashcycle>"
         with reading(self._store) as session:
             sent = session.get(InvoiceDelivery, message_id)
-            issued = session.get(Invoice, req.invoice_id)
+            issued = session.get(Invoice, invoice_id)
             if sent is not None and issued is not None and issued.number:
-                return DeliveryResult(
-                    channel=sent.channel,
-                    message_id=message_id,
-                    recipient=sent.recipient,
-                    number=issued.number,
-                )
-            customer = session.get(Customer, req.state.draft.customer_id)
-            entity = session.get(LegalEntity, req.state.legal_entity)
+                return MailSent(invoice_id, message_id, sent.recipient, issued.number)
+            customer = session.get(Customer, state.draft.customer_id)
+            entity = session.get(LegalEntity, state.legal_entity)
             if customer is None or entity is None:
                 raise ApplicationError("customer or legal entity missing from the store", non_retryable=True)
             session.expunge_all()
@@ -282,9 +291,8 @@ class DeliveryActivities:
             raise ApplicationError(f"customer {customer.name} has no billing e-mail address")
         # The number is allocated now, as the invoice is issued: issued invoices are numbered without gaps.
         with writing(self._store) as session:
-            number = issue_number(session, req.invoice_id)
-        state = replace(req.state, number=number)
-        context = document_context(state, entity, customer)
+            number = issue_number(session, invoice_id)
+        context = document_context(replace(state, number=number), entity, customer)
         msg = EmailMessage()
         msg["Subject"] = f"Invoice {number} from {entity.name}"
         msg["From"] = self._smtp.mail_from
@@ -301,17 +309,21 @@ class DeliveryActivities:
             if self._smtp.username:
                 smtp.login(self._smtp.username, self._smtp.password)
             smtp.send_message(msg)
-        with writing(self._store) as session:
-            if session.get(InvoiceDelivery, message_id) is None:
-                session.add(
-                    InvoiceDelivery(
-                        message_id=message_id,
-                        invoice_id=req.invoice_id,
-                        channel="email",
-                        recipient=customer.email,
-                    )
-                )
-        return DeliveryResult(channel="email", message_id=message_id, recipient=customer.email, number=number)
+        return MailSent(invoice_id, message_id, customer.email, number)
+
+
+def mark_sent(session: Session, sent: MailSent) -> None:
+    """The delivery row: written after the SMTP server took the mail, checked before sending again."""
+    if session.get(InvoiceDelivery, sent.message_id) is None:
+        session.add(
+            InvoiceDelivery(
+                message_id=sent.message_id,
+                invoice_id=sent.invoice_id,
+                channel="email",
+                recipient=sent.recipient,
+            )
+        )
+        session.flush()
 
 
 def smtp_config(settings: Settings) -> SmtpConfig:

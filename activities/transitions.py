@@ -103,7 +103,7 @@ def record_transition(session: Session, rec: TransitionRecord) -> RecordResult:
         number = session.execute(
             sa_select(col(Invoice.number)).where(col(Invoice.id) == rec.object_id)
         ).scalar_one()
-        return RecordResult(number=number or "", ledger_seq=done.seq, entry_hash=done.entry_hash)
+        return RecordResult(number=number or "", ledger_seq=done.seq, entry_hash=done.entry_hash, at=done.at)
 
     state = rec.state
     at = datetime.fromisoformat(rec.at)
@@ -229,7 +229,7 @@ def record_transition(session: Session, rec: TransitionRecord) -> RecordResult:
             payload=payload,
         ),
     )
-    return RecordResult(number=number, ledger_seq=entry.seq, entry_hash=entry.entry_hash)
+    return RecordResult(number=number, ledger_seq=entry.seq, entry_hash=entry.entry_hash, at=entry.at)
 
 
 class TransitionActivities:

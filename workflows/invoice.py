@@ -48,8 +48,6 @@ from workflows.types import (
     Assignment,
     Authority,
     Command,
-    DeliveryPlan,
-    DeliveryPlanRequest,
     DeliveryRequest,
     DeliveryResult,
     EditCommand,
@@ -225,13 +223,20 @@ class InvoiceWorkflow:
             self._delivering = True
             try:
                 cfg = self._inp.config
-                plan = await workflow.execute_activity(
-                    "plan_delivery",
-                    DeliveryPlanRequest(self._inp.invoice_id, self._state()),
-                    result_type=DeliveryPlan,
+                # One activity plans the channel and, for e-mail, sends the invoice and records this
+                # transition (number, recipient and the instant it left filled in there).
+                record = self._record_of(Event.DELIVER, replace(SYSTEM, rule="workflow:deliver"), "", "")
+                delivery = await workflow.execute_activity(
+                    "deliver_invoice",
+                    DeliveryRequest(self._inp.invoice_id, record),
+                    result_type=DeliveryResult,
                     start_to_close_timeout=timedelta(seconds=cfg.delivery_timeout_seconds),
-                    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(seconds=1),
+                        maximum_interval=timedelta(seconds=cfg.delivery_retry_max_interval_seconds),
+                    ),
                 )
+                plan = delivery.plan
                 self._portal, self._channel, self._follow_up = plan.portal, plan.channel, plan.follow_up
                 if plan.problems:
                     # Stopped before it leaves: what the portal would refuse, fixed as a rejection is.
@@ -243,33 +248,13 @@ class InvoiceWorkflow:
                         "",
                     )
                     await self._notify_preparers()
-                elif plan.channel == "email":
-                    await self._deliver_by_mail()
+                elif delivery.recorded is not None:
+                    self._delivered_at = delivery.recorded.at or record.at
+                    self._commit(record, delivery.recorded)
                 else:
                     await self._submit_to_portal()
             finally:
                 self._delivering = False
-
-    async def _deliver_by_mail(self) -> None:
-        cfg = self._inp.config
-        delivery = await workflow.execute_activity(
-            "deliver_invoice",
-            DeliveryRequest(self._inp.invoice_id, workflow.info().workflow_id, self._seq + 1, self._state()),
-            result_type=DeliveryResult,
-            start_to_close_timeout=timedelta(seconds=cfg.delivery_timeout_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                maximum_interval=timedelta(seconds=cfg.delivery_retry_max_interval_seconds),
-            ),
-        )
-        self._delivered_at = workflow.now().isoformat()
-        self._number = delivery.number or self._number
-        await self._transition(
-            Event.DELIVER,
-            replace(SYSTEM, rule="workflow:deliver"),
-            f"{delivery.channel} to {delivery.recipient}",
-            "",
-        )
 
     async def _submit_to_portal(self) -> None:
         """One numbered pass through the customer's portal. Transient failures (5xx, 429, timeouts) are
@@ -728,7 +713,7 @@ class InvoiceWorkflow:
         info = workflow.current_update_info()
         return info.id if info else ""
 
-    async def _transition(
+    def _record_of(
         self,
         event: Event,
         actor: Actor,
@@ -737,11 +722,9 @@ class InvoiceWorkflow:
         payment: PaymentApplied | None = None,
         authority: Authority | None = None,
         portal: PortalEvent | None = None,
-    ) -> None:
-        """Record the transition (ledger + read model), then make it the workflow's state.
-
-        Raises a `no_authority` refusal, recording nothing, when the store says the approver does not
-        hold the role the tier needs (so a client talking to Temporal directly cannot claim roles)."""
+    ) -> TransitionRecord:
+        """The transition as the ledger and the read model will receive it: the next seq, the state it
+        leaves the invoice in."""
         to = states.apply(self._status, event)
         now = workflow.now().isoformat()
         info = workflow.info()
@@ -752,7 +735,7 @@ class InvoiceWorkflow:
             transition_seq=seq,
             status_since=now if to != self._status else self._status_since,
         )
-        record = TransitionRecord(
+        return TransitionRecord(
             legal_entity=self._inp.legal_entity,
             object_type="invoice",
             object_id=self._inp.invoice_id,
@@ -771,6 +754,22 @@ class InvoiceWorkflow:
             authority=authority,
             portal=portal,
         )
+
+    async def _transition(
+        self,
+        event: Event,
+        actor: Actor,
+        reason: str,
+        request_id: str,
+        payment: PaymentApplied | None = None,
+        authority: Authority | None = None,
+        portal: PortalEvent | None = None,
+    ) -> None:
+        """Record the transition (ledger + read model), then make it the workflow's state.
+
+        Raises a `no_authority` refusal, recording nothing, when the store says the approver does not
+        hold the role the tier needs (so a client talking to Temporal directly cannot claim roles)."""
+        record = self._record_of(event, actor, reason, request_id, payment, authority, portal)
         timeout = timedelta(seconds=self._inp.config.record_timeout_seconds)
         retry = RetryPolicy(
             initial_interval=timedelta(milliseconds=200),
@@ -808,9 +807,14 @@ class InvoiceWorkflow:
             if isinstance(cause, ApplicationError) and cause.type == "no_authority":
                 raise refuse("no_authority", cause.message, rule="tier_role") from None
             raise
-        self._seq = seq
+        self._commit(record, result)
+
+    def _commit(self, record: TransitionRecord, result: RecordResult) -> None:
+        """A recorded transition becomes the workflow's state, and its search attributes."""
+        to = Status(record.to_status)
+        self._seq = record.transition_seq
         if to != self._status:
-            self._status_since = now
+            self._status_since = result.at or record.at
         self._status = to
         self._number = result.number or self._number
         self._published = self._state()

@@ -268,22 +268,40 @@ class RecordResult:
     number: str
     ledger_seq: int
     entry_hash: str
+    at: str = ""  # the entry's ISO instant (the record's own `at`, or the first recording's on a retry)
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    """How the invoice leaves: its channel, and why it cannot leave yet (pre-submission checks)."""
+
+    portal: str  # "email", or a configured portal's name
+    channel: str  # email | cxml | coupa | peppol
+    follow_up: str  # none | push | poll
+    problems: list[str] = field(default_factory=list)  # empty: it may be sent
 
 
 @dataclass(frozen=True)
 class DeliveryRequest:
+    """An approved, released invoice to deliver. `transition`: its `deliver` transition as the workflow
+    would record it if it leaves by e-mail now (the activity fills in the number, the recipient and the
+    instant it was sent)."""
+
     invoice_id: str
-    workflow_id: str
-    transition_seq: int
-    state: InvoiceState
+    transition: TransitionRecord
 
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    channel: str
-    message_id: str
-    recipient: str
+    """The customer's channel; for e-mail, the mail sent and its `deliver` transition recorded. For a
+    portal, or when a pre-submission check stops it, nothing is sent and nothing recorded here."""
+
+    plan: DeliveryPlan
+    message_id: str = ""
+    recipient: str = ""
     number: str = ""  # the invoice number, allocated when it is issued (gapless over issued invoices)
+    recorded: RecordResult | None = None
+    reason: str = ""  # what the recorded transition says
 
 
 @dataclass(frozen=True)
@@ -300,22 +318,6 @@ class CheckpointRun:
 
 
 # -- customer portals ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeliveryPlanRequest:
-    invoice_id: str
-    state: InvoiceState
-
-
-@dataclass(frozen=True)
-class DeliveryPlan:
-    """How the invoice leaves: its channel, and why it cannot leave yet (pre-submission checks)."""
-
-    portal: str  # "email", or a configured portal's name
-    channel: str  # email | cxml | coupa | peppol
-    follow_up: str  # none | push | poll
-    problems: list[str] = field(default_factory=list)  # empty: it may be sent
 
 
 @dataclass(frozen=True)

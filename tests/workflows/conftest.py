@@ -8,7 +8,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +28,6 @@ from workflows.types import (
     ApprovalPlan,
     Command,
     DeliveryPlan,
-    DeliveryPlanRequest,
     DeliveryRequest,
     DeliveryResult,
     InvoiceConfig,
@@ -136,18 +135,23 @@ class FakeActivities:
 
     @activity.defn(name="deliver_invoice")
     async def deliver_invoice(self, req: DeliveryRequest) -> DeliveryResult:
+        """The channel; by e-mail, the mail "sent" and its transition recorded, as the real one does."""
+        if self.portal != "email":
+            return DeliveryResult(
+                DeliveryPlan(self.portal, "cxml", "push", list(self.presubmission_problems))
+            )
         self.deliveries.append(req)
+        recipient = "ap@initech.example"
+        rec = replace(req.transition, reason=f"email to {recipient}")
+        recorded = await self.record_invoice_transition(rec)
         return DeliveryResult(
-            channel="email",
-            message_id=f"<{req.workflow_id}/{req.transition_seq}@test>",
-            recipient="ap@initech.example",
+            DeliveryPlan("email", "email", "none"),
+            message_id=f"<{rec.workflow_id}/{rec.transition_seq}@test>",
+            recipient=recipient,
+            number=recorded.number,
+            recorded=recorded,
+            reason=rec.reason,
         )
-
-    @activity.defn(name="plan_delivery")
-    async def plan_delivery(self, req: DeliveryPlanRequest) -> DeliveryPlan:
-        if self.portal == "email":
-            return DeliveryPlan("email", "email", "none")
-        return DeliveryPlan(self.portal, "cxml", "push", list(self.presubmission_problems))
 
     @activity.defn(name="submit_to_portal")
     async def submit_to_portal(self, req: PortalSubmitRequest) -> PortalSubmitResult:
@@ -210,7 +214,6 @@ class Invoices:
                 self.fakes.deliver_invoice,
                 self.fakes.plan_approval,
                 self.fakes.notify_approval_sla,
-                self.fakes.plan_delivery,
                 self.fakes.submit_to_portal,
             ],
         ) as worker:
