@@ -24,9 +24,8 @@ from fontTools import subset, ttLib  # type: ignore[import-untyped]
 from fontTools import version as fonttools_version
 from fpdf import FPDF
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from temporalio.exceptions import ApplicationError
-
 from sqlmodel import Session
+from temporalio.exceptions import ApplicationError
 
 from activities.db import Store, reading, writing
 from activities.models import Customer, Invoice, InvoiceDelivery, LegalEntity
