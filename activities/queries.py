@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from activities.models import (
@@ -137,6 +138,16 @@ def payment_allocations(session: Session, payment_id: str) -> list[PaymentAlloca
 def policy_revision(session: Session) -> int:
     row = session.get(PolicyRevision, 1)
     return row.revision if row else 0
+
+
+def active_user_and_policy_revision(session: Session, username: str) -> tuple[bool, int]:
+    """Whether `username` is a known, active user, and the policy revision: what every authenticated
+    request checks, in one query."""
+    revision = select(PolicyRevision.revision).where(PolicyRevision.id == 1).scalar_subquery()
+    row = session.execute(sa_select(col(User.active), revision).where(col(User.username) == username)).first()
+    if row is None:
+        return False, policy_revision(session)
+    return bool(row[0]), int(row[1] or 0)
 
 
 def role_assignments(session: Session) -> list[RoleAssignment]:

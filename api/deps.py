@@ -75,17 +75,15 @@ def get_current_user(ctx: ContextDep, token: Annotated[str | None, Depends(_bear
             "missing bearer token: send Authorization: Bearer <token from /api/v1/auth/token>"
         )
     username = read_token(token, ctx.settings.secret_key)
-    from activities.models import User
-
     # A session of its own, closed here, not SessionDep (held until the response is sent): a command
     # then holds no pooled connection while it waits for its workflow, and a handler opening its own
     # session never needs a second connection per request (16 concurrent commands exhausted the
     # pool of 15 and every request waited for the 30 s pool timeout, then failed with a 500).
     with reading(ctx.store) as session:
-        user = session.get(User, username)
-        if user is None or not user.active:
+        active, revision = queries.active_user_and_policy_revision(session, username)
+        if not active:
             raise Unauthenticated("the token's user is unknown or disabled")
-        ctx.authorizer.refresh(session)
+        ctx.authorizer.refresh(session, revision)
     return CurrentUserInfo(username)
 
 

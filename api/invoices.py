@@ -274,7 +274,8 @@ def present(ctx: AppContext, session: Session, inv: Invoice, username: str) -> I
         actions=actions,
         unavailable_actions=unavailable,
         exchange_rate=inv.exchange_rate,
-        portal=_portal_of(session, inv.id),
+        # A portal pass is recorded with the delivery that sends it: no delivery, no pass to look up.
+        portal=_portal_of(session, inv.id) if inv.delivered_at is not None else None,
         approval=approval_chain(inv).model_dump(mode="json"),
     )
 

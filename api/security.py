@@ -100,8 +100,10 @@ class Authorizer:
     def actions(self) -> set[str]:
         return {rule[2] for rule in self._policy.enforcer.get_policy()}
 
-    def refresh(self, session: Session) -> None:
-        revision = queries.policy_revision(session)
+    def refresh(self, session: Session, revision: int | None = None) -> None:
+        """Reload the role graph if the store's policy revision (read now, unless given) has moved."""
+        if revision is None:
+            revision = queries.policy_revision(session)
         if revision == self._policy.revision:
             return
         with self._lock:

@@ -164,14 +164,21 @@ class InvoiceWorkflow:
         return self._state()
 
     def _sla_key(self) -> tuple[Status | None, int, int, str | None]:
+        """What the approval SLA clock runs for: the tier waiting and its assignee. Evaluated on every
+        activation while an invoice waits, so it reads the fields, not a whole `_state()`."""
         tier = len(self._approvals) + 1
-        return (self._status, self._submission, tier, assignee_of(self._state(), tier))
+        chosen = [a.assignee for a in self._assignments if a.tier == tier]
+        return (self._status, self._submission, tier, chosen[-1] if chosen else None)
 
     async def _watch_approval_sla(self) -> None:
         """Remind the tier's approvers, then alert the supervisors; any move of the tier restarts it."""
         key = self._sla_key()
         cfg = self._inp.config
         if await self._wait_until(lambda: self._sla_key() != key, cfg.approval_reminder_seconds):
+            # The tier moved. A command still recording (an approval, say) has changed the key already:
+            # let it finish first, so that the SLA restarts for the state it leaves (often: approved, no
+            # SLA at all), not for an intermediate one, with a timer started only to be cancelled.
+            await workflow.wait_condition(lambda: not self._lock.locked())
             return
         await self._notify_and_record(Event.REMIND_APPROVERS, "approval_reminder", key)
         if self._sla_key() != key:
