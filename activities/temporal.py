@@ -21,6 +21,7 @@ from temporalio.client import (
 )
 from temporalio.common import SearchAttributeIndexedValueType
 
+from activities.converter import DATA_CONVERTER
 from workflows.checkpoint import LedgerCheckpointWorkflow, schedule_id
 from workflows.invoice import SEARCH_ATTRIBUTES
 from workflows.portal_poll import PortalPollWorkflow, poll_schedule_id
@@ -28,7 +29,8 @@ from workflows.types import CheckpointRequest
 
 
 async def connect(address: str, namespace: str) -> Client:
-    return await Client.connect(address, namespace=namespace)
+    """A client (for the API, the worker and the CLI) with Cashcycle's data converter."""
+    return await Client.connect(address, namespace=namespace, data_converter=DATA_CONVERTER)
 
 
 async def ensure_search_attributes(client: Client) -> None:

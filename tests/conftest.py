@@ -29,6 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from activities.converter import DATA_CONVERTER
 from activities.db import Store, migrate, open_store, writing
 from activities.directory import add_user, create_customer, ensure_legal_entity, grant, hash_password
 from activities.models import Customer, CustomerBase, LegalEntity
@@ -87,6 +88,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
+        data_converter=DATA_CONVERTER,  # the production one
         dev_server_extra_args=[
             "--sqlite-pragma",
             "journal_mode=wal",

@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.converter import DATA_CONVERTER
 from workflows.invoice import SEARCH_ATTRIBUTES, InvoiceWorkflow, invoice_workflow_id
 from workflows.types import (
     Actor,
@@ -272,7 +273,9 @@ async def served(invoices: Invoices) -> AsyncIterator[Invoices]:
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server. It refuses search attributes it does not know, so the workflow's
     custom ones are added first (it implements AddSearchAttributes, not ListSearchAttributes)."""
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER))
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(TEST_SERVER), data_converter=DATA_CONVERTER
+    )
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
