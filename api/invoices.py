@@ -26,7 +26,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import queries
@@ -56,7 +56,7 @@ from api.schemas import (
 from workflows import states
 from workflows.approval import current_tier
 from workflows.errors import HTTP_STATUS
-from workflows.invoice import InvoiceWorkflow, invoice_workflow_id
+from workflows.invoice import InvoiceWorkflow, invoice_workflow_id, search_attributes
 from workflows.types import (
     Actor,
     ApproveCommand,
@@ -380,6 +380,15 @@ async def create_invoice(
         id=workflow_id,
         task_queue=ctx.settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # Searchable from the start, in the visibility write the start makes anyway.
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(update.key, update.value)
+                for update in search_attributes(
+                    "draft", inp.legal_entity, draft, draft.total_minor, datetime.now(UTC)
+                )
+            ]
+        ),
     )
     try:
         state = await await_workflow(

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import states
@@ -84,6 +85,21 @@ SYSTEM = Actor(username="system", roles=["system"], rule="workflow")
 
 def invoice_workflow_id(legal_entity: str, external_id: str) -> str:
     return f"invoice/{legal_entity}/{external_id}"
+
+
+def search_attributes(
+    status: str, legal_entity: str, draft: InvoiceDraft, amount_due_minor: int, status_since: datetime
+) -> list[SearchAttributeUpdate[Any]]:
+    """The invoice's search attributes: set by whoever starts the workflow (the API, with the draft's),
+    then kept up to date by the workflow at every transition."""
+    return [
+        SA_STATUS.value_set(status),
+        SA_ENTITY.value_set(legal_entity),
+        SA_CUSTOMER.value_set(draft.customer_id),
+        SA_AMOUNT_DUE.value_set(amount_due_minor),
+        SA_DUE_DATE.value_set(datetime.fromisoformat(draft.due_date + "T00:00:00+00:00")),
+        SA_STATUS_SINCE.value_set(status_since),
+    ]
 
 
 def approved_terms(draft: InvoiceDraft) -> tuple[object, ...]:
@@ -256,8 +272,11 @@ class InvoiceWorkflow:
                     )
                     await self._notify_preparers()
                 elif delivery.recorded is not None:
-                    self._delivered_at = delivery.recorded.at or record.at
-                    self._commit(record, delivery.recorded)
+                    # The activity recorded it as of the instant the mail went.
+                    sent_at = delivery.recorded.at or record.at
+                    self._delivered_at = sent_at
+                    state = replace(record.state, status_since=sent_at, delivered_at=sent_at)
+                    self._commit(replace(record, at=sent_at, state=state), delivery.recorded)
                 else:
                     await self._submit_to_portal()
             finally:
@@ -736,12 +755,11 @@ class InvoiceWorkflow:
         now = workflow.now().isoformat()
         info = workflow.info()
         seq = self._seq + 1
-        next_state = replace(
-            self._state(),
-            status=to.value,
-            transition_seq=seq,
-            status_since=now if to != self._status else self._status_since,
-        )
+        since = self._status_since if to == self._status else now
+        started = info.typed_search_attributes.get(SA_STATUS_SINCE)
+        if self._status is None and started is not None:
+            since = started.isoformat()  # created when the ERP's request started it (the API's clock)
+        next_state = replace(self._state(), status=to.value, transition_seq=seq, status_since=since)
         return TransitionRecord(
             legal_entity=self._inp.legal_entity,
             object_type="invoice",
@@ -820,22 +838,26 @@ class InvoiceWorkflow:
         """A recorded transition becomes the workflow's state, and its search attributes."""
         to = Status(record.to_status)
         self._seq = record.transition_seq
-        if to != self._status:
-            self._status_since = result.at or record.at
+        self._status_since = record.state.status_since
         self._status = to
         self._number = result.number or self._number
         self._published = self._state()
-        due_date = datetime.fromisoformat(self._draft.due_date + "T00:00:00+00:00")
-        workflow.upsert_search_attributes(
-            [
-                SA_STATUS.value_set(to.value),
-                SA_ENTITY.value_set(self._inp.legal_entity),
-                SA_CUSTOMER.value_set(self._draft.customer_id),
-                SA_AMOUNT_DUE.value_set(self._amount_due()),
-                SA_DUE_DATE.value_set(due_date),
-                SA_STATUS_SINCE.value_set(datetime.fromisoformat(self._status_since)),
-            ]
-        )
+        # Only the attributes that changed: each upsert costs the server a visibility write, and the
+        # start already carried the draft's (see `search_attributes`).
+        current = workflow.info().typed_search_attributes
+        changed = [
+            update
+            for update in search_attributes(
+                to.value,
+                self._inp.legal_entity,
+                self._draft,
+                self._amount_due(),
+                datetime.fromisoformat(self._status_since),
+            )
+            if current.get(update.key) != update.value
+        ]
+        if changed:
+            workflow.upsert_search_attributes(changed)
 
     def _state(self) -> InvoiceState:
         return InvoiceState(

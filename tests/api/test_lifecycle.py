@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import itertools
+from datetime import UTC, datetime
 
 from pypdf import PdfReader
 
 from tests.conftest import Stack, invoice_body
+from workflows.invoice import SA_AMOUNT_DUE, SA_CUSTOMER, SA_DUE_DATE, SA_STATUS, SA_STATUS_SINCE
 
 
 async def test_invoice_goes_from_erp_to_paid(stack: Stack) -> None:
@@ -26,6 +28,22 @@ async def test_invoice_goes_from_erp_to_paid(stack: Stack) -> None:
     )
     assert inv["due_date"] == "2026-12-02"  # Initech's 30-day terms
     assert inv["number"] is None  # numbered when issued, so voided drafts leave no gap
+    # Searchable from the start: the API starts the workflow with the draft's search attributes, and the
+    # creation changes none of them, so it upserts nothing.
+    handle = stack.temporal.get_workflow_handle(inv["workflow_id"])
+    attrs = (await handle.describe()).typed_search_attributes
+    assert (attrs.get(SA_STATUS), attrs.get(SA_AMOUNT_DUE), attrs.get(SA_CUSTOMER)) == (
+        "draft",
+        187266,
+        stack.customers["initech"],
+    )
+    assert attrs.get(SA_DUE_DATE) == datetime(2026, 12, 2, tzinfo=UTC)
+    upserts = [
+        e
+        for e in (await handle.fetch_history()).events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+    ]
+    assert upserts == []
 
     r = await preparer.post(f"/api/v1/invoices/{inv['id']}/submit")
     assert r.status_code == 200, r.text
@@ -93,5 +111,10 @@ async def test_invoice_goes_from_erp_to_paid(stack: Stack) -> None:
     for prev, cur in itertools.pairwise(hist):
         assert cur["seq"] > prev["seq"]
     assert hist[0]["actor"] == "erp" and hist[2]["actor"] == "approver"
+    attrs = (await handle.describe()).typed_search_attributes
+    assert (attrs.get(SA_STATUS), attrs.get(SA_AMOUNT_DUE)) == ("paid", 0)
+    paid = (await approver.get(f"/api/v1/invoices/{inv['id']}")).json()
+    since = attrs.get(SA_STATUS_SINCE)
+    assert since is not None and since == datetime.fromisoformat(paid["status_since"]).replace(tzinfo=UTC)
     # The worker ran it unsandboxed: its history replays through the sandbox.
     await stack.assert_replays(inv["workflow_id"])
