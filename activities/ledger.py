@@ -126,14 +126,19 @@ def _lock_head(session: Session, legal_entity: str) -> LedgerHead:
     return head_or_none
 
 
-def append_to_ledger(session: Session, facts: LedgerFacts) -> LedgerEntry:
-    """Append one entry (or return the one already there for this business key)."""
+def append_to_ledger(session: Session, facts: LedgerFacts, looked_up: bool = False) -> LedgerEntry:
+    """Append one entry (or return the one already there for this business key).
+
+    `looked_up`: the caller found no entry for the key earlier in this transaction. On SQLite, whose
+    write transactions hold the database's write lock from their first statement (BEGIN IMMEDIATE, see
+    activities/db.py), nobody can have appended it since, and the key is not looked up again."""
     head = _lock_head(session, facts.legal_entity)
-    # Checked under the head's lock, once: a concurrent retry of the same activity may have appended
-    # meanwhile (callers on a hot path, like record_transition, look the key up before doing their work).
-    existing = find_by_business_key(session, facts.business_key)
-    if existing is not None:
-        return existing
+    # Checked under the head's lock: a concurrent retry of the same activity may have appended meanwhile
+    # (callers on a hot path, like record_transition, look the key up before doing their work).
+    if not (looked_up and session.get_bind().dialect.name == "sqlite"):
+        existing = find_by_business_key(session, facts.business_key)
+        if existing is not None:
+            return existing
     entry = LedgerEntry(
         legal_entity=facts.legal_entity,
         seq=head.seq + 1,

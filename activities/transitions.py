@@ -140,6 +140,8 @@ def record_transition(session: Session, rec: TransitionRecord) -> RecordResult:
             sa_update(Invoice)
             .where(Invoice.id == state.invoice_id)  # type: ignore[arg-type]
             .values(**{**_read_model_values(state, at), "number": number or None})
+            # Nothing in this session holds the invoice: no need to find and refresh it there.
+            .execution_options(synchronize_session=False)
         )
         if rec.event == "edit":
             session.execute(delete(InvoiceLine).where(InvoiceLine.invoice_id == state.invoice_id))  # type: ignore[arg-type]
@@ -228,6 +230,7 @@ def record_transition(session: Session, rec: TransitionRecord) -> RecordResult:
             at=rec.at,
             payload=payload,
         ),
+        looked_up=True,
     )
     return RecordResult(number=number, ledger_seq=entry.seq, entry_hash=entry.entry_hash, at=entry.at)
 
