@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, bindparam, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
@@ -140,11 +140,17 @@ def policy_revision(session: Session) -> int:
     return row.revision if row else 0
 
 
+# Built once: every authenticated request runs it, and building the statement cost more than running it.
+_ACTIVE_USER_AND_REVISION = sa_select(
+    col(User.active),
+    select(PolicyRevision.revision).where(PolicyRevision.id == 1).scalar_subquery(),
+).where(col(User.username) == bindparam("username"))
+
+
 def active_user_and_policy_revision(session: Session, username: str) -> tuple[bool, int]:
     """Whether `username` is a known, active user, and the policy revision: what every authenticated
     request checks, in one query."""
-    revision = select(PolicyRevision.revision).where(PolicyRevision.id == 1).scalar_subquery()
-    row = session.execute(sa_select(col(User.active), revision).where(col(User.username) == username)).first()
+    row = session.execute(_ACTIVE_USER_AND_REVISION, {"username": username}).first()
     if row is None:
         return False, policy_revision(session)
     return bool(row[0]), int(row[1] or 0)
