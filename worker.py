@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import uvloop
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -157,7 +158,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per portal request and poll is noise
-    asyncio.run(run_worker(get_settings()))
+    uvloop.run(run_worker(get_settings()))
     # The worker has drained and the store is closed. Exit without interpreter finalisation: the Temporal
     # runtime's native threads can still call into Python while it tears down (seen as a fatal
     # PyGILState_Release at exit in about one stop in ten).

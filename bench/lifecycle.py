@@ -44,11 +44,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import uvloop
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from bench.bare import BareWorkflow, bare_deliver, bare_record
+from worker import workflow_runner
 
 ENTITY = "BENCH"
 PASSWORD = "bench-password-123"
@@ -74,13 +77,13 @@ POLL_FIRST, POLL_FACTOR, POLL_MAX = 0.25, 2.0, 1.0
 # -- the baseline: a bare workflow with the same shape as an invoice's lifecycle -----------------------
 
 
-async def _run_bare_worker(address: str, namespace: str, task_queue: str) -> None:
+async def _run_bare_worker(address: str, namespace: str, task_queue: str, tuned: bool) -> None:
     client = await Client.connect(address, namespace=namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # The same executor and limits as worker.build_worker.
+    # The same executor and limits as worker.build_worker; with --baseline tuned, its workflow runner too.
     with ThreadPoolExecutor(max_workers=16) as executor:
         worker = Worker(
             client,
@@ -90,6 +93,7 @@ async def _run_bare_worker(address: str, namespace: str, task_queue: str) -> Non
             activity_executor=executor,
             max_concurrent_activities=16,
             max_concurrent_local_activities=16,
+            workflow_runner=workflow_runner(sandboxed=False) if tuned else SandboxedWorkflowRunner(),
         )
         async with worker:
             await stop.wait()
@@ -101,8 +105,13 @@ def bare_worker_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--address", required=True)
     p.add_argument("--namespace", default="default")
     p.add_argument("--task-queue", required=True)
+    p.add_argument("--tuned", action="store_true", help="Cashcycle's worker runtime: no sandbox, uvloop")
     args = p.parse_args(argv)
-    asyncio.run(_run_bare_worker(args.address, args.namespace, args.task_queue))
+    run = _run_bare_worker(args.address, args.namespace, args.task_queue, args.tuned)
+    if args.tuned:
+        uvloop.run(run)
+    else:
+        asyncio.run(run)
     return 0
 
 
@@ -651,7 +660,16 @@ async def measure(args: argparse.Namespace, tmp: Path, procs: Processes) -> dict
         bare_queue = f"bench-bare-{tag}"
         procs.spawn(
             "bare worker",
-            [sys.executable, "-c", BARE_WORKER, "--address", address, "--task-queue", bare_queue],
+            [
+                sys.executable,
+                "-c",
+                BARE_WORKER,
+                "--address",
+                address,
+                "--task-queue",
+                bare_queue,
+                *(["--tuned"] if args.baseline == "tuned" else []),
+            ],
         )
         wait_for_port(api_port, 60, procs)
         base_url = f"http://127.0.0.1:{api_port}"
@@ -739,7 +757,13 @@ def report(
         f"lifecycle: CPU ms per invoice: {cpu(lifecycle)}",
         f"baseline: bare workflow, {UPDATES_PER_ITEM} updates (update-with-start, submit, approve, "
         f"payment) and {ACTIVITIES_PER_ITEM} regular activities with no work (no local activities, no "
-        f"search attributes), 1 worker process, Temporal client directly, concurrency {args.concurrency}",
+        f"search attributes), 1 worker process ("
+        + (
+            "tuned as Cashcycle's: no workflow sandbox, uvloop"
+            if args.baseline == "tuned"
+            else "Temporal's defaults: workflow sandbox, asyncio loop"
+        )
+        + f"), Temporal client directly, concurrency {args.concurrency}",
         f"baseline: {baseline.rate:.2f} workflows/s ({baseline.wall:.2f} s wall; "
         + ", ".join(f"{run.rate:.2f}" for run in baselines)
         + " workflows/s before and after the lifecycle)",
@@ -787,6 +811,7 @@ def report(
             "updates": UPDATES_PER_ITEM,
             "activities": ACTIVITIES_PER_ITEM,
             "activity_kind": "regular, no work",
+            "worker": args.baseline,
         },
         "baseline_runs_per_second": [round(run.rate, 3) for run in baselines],
         "ratio": round(ratio, 3),
@@ -851,6 +876,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the API and worker under cProfile (all threads) and print the top functions; "
         "slows them down, so the figures of a profiled run are not comparable",
+    )
+    p.add_argument(
+        "--baseline",
+        choices=("default", "tuned"),
+        default="default",
+        help="the bare worker in Temporal's default configuration (the workflow sandbox on, asyncio's loop), "
+        "or with the runtime choices of Cashcycle's worker (no sandbox, uvloop): what the application "
+        "keeps of an equally tuned Temporal (default: default)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     return p
