@@ -21,6 +21,8 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlmodel import Session, col, select
 
@@ -223,12 +225,15 @@ def disable_user(session: Session, username: str, actor: str, reason: str = "") 
     return True
 
 
+# Built once: every recorded command asks it (the actor's roles are evidence).
+_ROLES_OF = sa_select(col(RoleAssignment.role)).where(
+    col(RoleAssignment.username) == bindparam("username"),
+    col(RoleAssignment.legal_entity) == bindparam("legal_entity"),
+)
+
+
 def roles_of(session: Session, username: str, legal_entity: str) -> list[str]:
-    rows = session.exec(
-        select(RoleAssignment.role).where(
-            RoleAssignment.username == username, RoleAssignment.legal_entity == legal_entity
-        )
-    )
+    rows = session.execute(_ROLES_OF, {"username": username, "legal_entity": legal_entity}).scalars()
     return sorted(rows)
 
 

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Session, col, select
@@ -100,8 +101,11 @@ def compute_entry_hash(prev_hash: str, entry: LedgerEntry) -> str:
     return sha256_hex(prev_hash + canonical_json(hashed_fields(entry)))
 
 
+_BY_BUSINESS_KEY = select(LedgerEntry).where(LedgerEntry.business_key == bindparam("business_key"))
+
+
 def find_by_business_key(session: Session, business_key: str) -> LedgerEntry | None:
-    return session.exec(select(LedgerEntry).where(LedgerEntry.business_key == business_key)).first()
+    return session.exec(_BY_BUSINESS_KEY, params={"business_key": business_key}).first()
 
 
 def _lock_head(session: Session, legal_entity: str) -> LedgerHead:

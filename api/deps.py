@@ -46,7 +46,8 @@ class AppContext:
         self.store.dispose()
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a hop per request for a lookup.
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -90,7 +91,7 @@ def get_current_user(ctx: ContextDep, token: Annotated[str | None, Depends(_bear
 CurrentUser = Annotated[CurrentUserInfo, Depends(get_current_user)]
 
 
-def get_idempotency_key(
+async def get_idempotency_key(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> str | None:
     if idempotency_key is None:
