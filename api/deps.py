@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
@@ -55,7 +55,9 @@ async def get_context(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_session(ctx: ContextDep) -> Iterator[Session]:
+async def get_session(ctx: ContextDep) -> AsyncIterator[Session]:
+    # async, like the handlers, which query the store in the event loop too (short indexed reads): a
+    # plain `def` dependency would cost two thread-pool hops per request, to open and to close it.
     with reading(ctx.store) as session:
         yield session
 
@@ -70,7 +72,9 @@ class CurrentUserInfo:
     username: str
 
 
-def get_current_user(ctx: ContextDep, token: Annotated[str | None, Depends(_bearer)]) -> CurrentUserInfo:
+async def get_current_user(
+    ctx: ContextDep, token: Annotated[str | None, Depends(_bearer)]
+) -> CurrentUserInfo:
     if not token:
         raise Unauthenticated(
             "missing bearer token: send Authorization: Bearer <token from /api/v1/auth/token>"
