@@ -19,6 +19,7 @@ from activities.models import (
     Payment,
     PaymentAllocation,
     PolicyRevision,
+    PortalSubmission,
     RoleAssignment,
     User,
 )
@@ -32,6 +33,32 @@ def invoice_by_external_id(session: Session, legal_entity: str, external_id: str
     return session.exec(
         select(Invoice).where(Invoice.legal_entity == legal_entity, Invoice.external_id == external_id)
     ).first()
+
+
+def lines_of_invoices(session: Session, invoice_ids: list[str]) -> dict[str, list[InvoiceLine]]:
+    """The lines of several invoices in one query (a page of the invoice list), in line order."""
+    found: dict[str, list[InvoiceLine]] = {i: [] for i in invoice_ids}
+    if invoice_ids:
+        for line in session.exec(
+            select(InvoiceLine)
+            .where(col(InvoiceLine.invoice_id).in_(invoice_ids))
+            .order_by(col(InvoiceLine.invoice_id), col(InvoiceLine.line_no))
+        ):
+            found[line.invoice_id].append(line)
+    return found
+
+
+def latest_portal_passes(session: Session, invoice_ids: list[str]) -> dict[str, PortalSubmission]:
+    """Each invoice's latest portal pass, for several invoices in one query."""
+    latest: dict[str, PortalSubmission] = {}
+    if invoice_ids:
+        for row in session.exec(
+            select(PortalSubmission)
+            .where(col(PortalSubmission.invoice_id).in_(invoice_ids))
+            .order_by(col(PortalSubmission.submission_pass))
+        ):
+            latest[row.invoice_id] = row  # ascending passes: the last one stays
+    return latest
 
 
 def invoice_lines(session: Session, invoice_id: str) -> list[InvoiceLine]:

@@ -31,7 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities import queries
 from activities.db import reading
-from activities.models import Customer, Invoice, LegalEntity, PortalSubmission
+from activities.models import Customer, Invoice, InvoiceLine, LegalEntity, PortalSubmission
 from activities.money import MoneyError, exponent, format_minor, line_amounts, parse_decimal, tax_by_rate
 from api.approvals import ApproveOption, approval_chain, approve_option, rules_state
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
@@ -205,7 +205,19 @@ def workflow_config(ctx: AppContext) -> InvoiceConfig:
     )
 
 
-def present(ctx: AppContext, session: Session, inv: Invoice, username: str) -> InvoicePublic:
+_UNREAD: Any = object()  # present(): "not read yet" (None is a portal pass that is not there)
+
+
+def present(
+    ctx: AppContext,
+    session: Session,
+    inv: Invoice,
+    username: str,
+    lines: list[InvoiceLine] | None = None,
+    portal: PortalSubmission | None = _UNREAD,
+) -> InvoicePublic:
+    """The invoice as the API shows it to `username`. `lines` and `portal`: already read (a page of the
+    list reads them for all its invoices in one query each), else read here."""
     cur = inv.currency
     status = states.Status(inv.status)
     actions: list[str] = []
@@ -268,24 +280,28 @@ def present(ctx: AppContext, session: Session, inv: Invoice, username: str) -> I
                 net=format_minor(ln.net_minor, cur),
                 tax=format_minor(ln.tax_minor, cur),
             )
-            for ln in queries.invoice_lines(session, inv.id)
+            for ln in (queries.invoice_lines(session, inv.id) if lines is None else lines)
         ],
         approvals=[ApprovalOut(**a) for a in json.loads(inv.approvals_json)],
         actions=actions,
         unavailable_actions=unavailable,
         exchange_rate=inv.exchange_rate,
-        # A portal pass is recorded with the delivery that sends it: no delivery, no pass to look up.
-        portal=_portal_of(session, inv.id) if inv.delivered_at is not None else None,
+        portal=_portal_out(_latest_pass(session, inv) if portal is _UNREAD else portal),
         approval=approval_chain(inv).model_dump(mode="json"),
     )
 
 
-def _portal_of(session: Session, invoice_id: str) -> PortalOut | None:
-    row = session.exec(
+def _latest_pass(session: Session, inv: Invoice) -> PortalSubmission | None:
+    if inv.delivered_at is None:
+        return None  # a portal pass is recorded with the delivery that sends it: none to look up
+    return session.exec(
         select(PortalSubmission)
-        .where(PortalSubmission.invoice_id == invoice_id)
+        .where(PortalSubmission.invoice_id == inv.id)
         .order_by(col(PortalSubmission.submission_pass).desc())
     ).first()
+
+
+def _portal_out(row: PortalSubmission | None) -> PortalOut | None:
     if row is None:
         return None
     return PortalOut(
@@ -466,8 +482,15 @@ async def list_invoices(
     if page.next_cursor:
         created, ident = page.next_cursor
         next_cursor = base64.urlsafe_b64encode(json.dumps([created.isoformat(), ident]).encode()).decode()
+    # One query each for the page's lines and portal passes, not one per invoice.
+    ids = [inv.id for inv in page.items]
+    lines = queries.lines_of_invoices(session, ids)
+    passes = queries.latest_portal_passes(session, [inv.id for inv in page.items if inv.delivered_at])
     return InvoicePage(
-        items=[present(ctx, session, inv, user.username) for inv in page.items], next_cursor=next_cursor
+        items=[
+            present(ctx, session, inv, user.username, lines[inv.id], passes.get(inv.id)) for inv in page.items
+        ],
+        next_cursor=next_cursor,
     )
 
 

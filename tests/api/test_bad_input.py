@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
@@ -620,6 +621,36 @@ async def test_payments_that_cannot_apply_are_refused_and_apply_nothing(api: Api
 
 
 # -- lists --------------------------------------------------------------------------------------------
+
+
+async def test_a_page_of_the_invoice_list_costs_the_same_queries_whatever_its_size(api: Api) -> None:
+    erp, supervisor = await api.as_("erp"), await api.as_("supervisor")
+    created = [await create(erp, api.stack.customers["initech"]) for _ in range(6)]
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        statements.append(statement)
+
+    async def page_of(limit: int) -> tuple[list[dict[str, Any]], int]:
+        statements.clear()
+        event.listen(Engine, "before_cursor_execute", count)
+        try:
+            r = await supervisor.get(INVOICES, params={"limit": limit})
+        finally:
+            event.remove(Engine, "before_cursor_execute", count)
+        assert r.status_code == 200, r.text
+        return r.json()["items"], len(statements)
+
+    one, queries_for_one = await page_of(1)
+    six, queries_for_six = await page_of(6)
+    assert len(one) == 1 and len(six) == 6
+    assert queries_for_six == queries_for_one, "the list reads lines or portal passes invoice by invoice"
+    # What the page shows of each invoice is what the invoice's own page shows.
+    for item in six:
+        alone = (await supervisor.get(f"{INVOICES}/{item['id']}")).json()
+        assert item["lines"] == alone["lines"] and len(item["lines"]) == 2
+        assert item["portal"] == alone["portal"] is None
+    assert {i["id"] for i in six} == {i["id"] for i in created}
 
 
 async def test_the_invoice_list_pages_with_a_cursor_filters_by_status_and_customer_and_refuses_bad_parameters(
