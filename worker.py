@@ -90,7 +90,7 @@ def build_worker(
 ) -> Worker:
     """The worker with every workflow and activity. `adapters`: the customer portals (default: those
     of the settings' portal configuration)."""
-    transitions = TransitionActivities(store)
+    transitions = TransitionActivities(store, matrix)
     settings = settings or get_settings()
     checkpoints = CheckpointActivities(store, settings)
     adapters = adapters if adapters is not None else portal_adapters(settings, smtp)
@@ -111,7 +111,7 @@ def build_worker(
         activities=[
             transitions.record_invoice_transition,
             submission.deliver_invoice,
-            approvals.plan_approval,
+            transitions.submit_invoice,
             approvals.notify_approval_sla,
             checkpoints.sign_ledger_checkpoints,
             portals.submit_to_portal,

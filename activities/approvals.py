@@ -108,18 +108,13 @@ def plan_for(matrix: MatrixFile, session: Session, req: PlanRequest) -> Approval
 
 
 class ApprovalActivities:
-    """The matrix lookup at submission and the approval SLA's reminders and escalations."""
+    """The approval SLA's reminders and escalations (the matrix is read at submission by
+    TransitionActivities.submit_invoice, which records the submission with its tiers)."""
 
     def __init__(self, store: Store, smtp: SmtpConfig, matrix: MatrixFile | None = None) -> None:
         self._store = store
         self._smtp = smtp
         self._matrix = matrix or MatrixFile()
-
-    @activity.defn
-    def plan_approval(self, req: PlanRequest) -> ApprovalPlan:
-        """The approval tiers a document of this amount needs under the matrix in force now."""
-        with reading(self._store) as session:
-            return plan_for(self._matrix, session, req)
 
     @activity.defn
     def notify_approval_sla(self, req: NotifyRequest) -> NotifyResult:

@@ -7,7 +7,7 @@ between commit and reply finds the entry and returns the same result.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date, datetime
 
 from sqlalchemy import select as sa_select
@@ -16,13 +16,23 @@ from sqlmodel import Session, col, delete
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.approvals import authority_refusal
+from activities.approval_matrix import MatrixFile
+from activities.approvals import authority_refusal, plan_for
 from activities.db import Store, writing
 from activities.directory import roles_of
 from activities.ledger import LedgerFacts, append_to_ledger, find_by_business_key
 from activities.models import Invoice, InvoiceLine, Payment, PaymentAllocation, PortalSubmission
 from activities.numbering import allocate_number, issue_number  # noqa: F401 (re-exported)
-from workflows.types import InvoiceState, RecordResult, TransitionRecord
+from workflows.approval import plan_summary
+from workflows.types import (
+    ApprovalPlan,
+    InvoiceState,
+    RecordResult,
+    SubmitRequest,
+    SubmitResult,
+    TierRequirement,
+    TransitionRecord,
+)
 
 
 def _lines(state: InvoiceState) -> list[InvoiceLine]:
@@ -235,17 +245,45 @@ def record_transition(session: Session, rec: TransitionRecord) -> RecordResult:
     return RecordResult(number=number, ledger_seq=entry.seq, entry_hash=entry.entry_hash, at=entry.at)
 
 
+def _recorded_plan(session: Session, invoice_id: str) -> ApprovalPlan | None:
+    """The approval plan the read model holds (the latest submission's)."""
+    raw = session.execute(sa_select(col(Invoice.approval_json)).where(col(Invoice.id) == invoice_id)).scalar()
+    plan = json.loads(raw or "{}").get("plan")
+    if not plan:
+        return None
+    return ApprovalPlan(**{**plan, "tiers": [TierRequirement(**t) for t in plan["tiers"]]})
+
+
 class TransitionActivities:
     """Activities that write the evidence ledger and the read model."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, matrix: MatrixFile | None = None) -> None:
         self._store = store
+        self._matrix = matrix or MatrixFile()
 
     @activity.defn
     def record_invoice_transition(self, rec: TransitionRecord) -> RecordResult:
         """Append the transition to the ledger and apply it to the invoice read model, atomically."""
         with writing(self._store) as session:
             return record_transition(session, rec)
+
+    @activity.defn
+    def submit_invoice(self, req: SubmitRequest) -> SubmitResult:
+        """The approval tiers the invoice needs under the matrix in force now, and its submission recorded
+        with them, in one transaction (one activity: each costs the invoice a round trip through Temporal).
+        A retry after the commit answers with the plan as recorded, even if the matrix changed since."""
+        rec = req.transition
+        with writing(self._store) as session:
+            plan = None
+            if find_by_business_key(session, f"{rec.workflow_id}#{rec.transition_seq}") is not None:
+                plan = _recorded_plan(session, rec.object_id)
+            if plan is None:
+                plan = plan_for(self._matrix, session, req.plan)
+            reason = f"{rec.reason} [tiers {plan_summary(plan)}]".strip()
+            recorded = record_transition(
+                session, replace(rec, reason=reason, state=replace(rec.state, plan=plan))
+            )
+        return SubmitResult(plan=plan, recorded=recorded, reason=reason)
 
 
 def _portal_submission(session: Session, rec: TransitionRecord, at: datetime) -> dict[str, object]:

@@ -38,7 +38,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUp
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import states
-from workflows.approval import approval_refusal, assignee_of, current_tier, plan_summary
+from workflows.approval import approval_refusal, assignee_of, current_tier
 from workflows.errors import refuse
 from workflows.states import Event, Status
 from workflows.types import (
@@ -66,6 +66,8 @@ from workflows.types import (
     PortalUpdate,
     ReassignCommand,
     RecordResult,
+    SubmitRequest,
+    SubmitResult,
     TransitionRecord,
 )
 
@@ -468,23 +470,54 @@ class InvoiceWorkflow:
                 ).strip()
                 await self._transition(Event.RESUBMIT, cmd.actor, reason, self._update_id())
                 return self._state()
-            # The tiers come from the matrix as it is now, read by an activity: a client cannot choose
-            # them, and an invoice already in approval keeps the version it was submitted under.
-            d = self._draft
-            plan = await workflow.execute_local_activity(
-                "plan_approval",
-                PlanRequest(self._inp.legal_entity, "invoice", d.total_minor, d.currency, d.exchange_rate),
-                result_type=ApprovalPlan,
-                start_to_close_timeout=timedelta(seconds=self._inp.config.record_timeout_seconds),
+            # The tiers come from the matrix as it is now, read by the activity that records the
+            # submission: a client cannot choose them, and an invoice already in approval keeps the
+            # version it was submitted under.
+            before = (
+                self._plan,
+                self._approvals,
+                self._assignments,
+                self._escalated,
+                self._submission,
+                self._tier_since,
+                list(self._submitters),
             )
-            self._check(Event.SUBMIT)
-            self._plan, self._approvals, self._assignments, self._escalated = plan, [], [], False
+            self._plan, self._approvals, self._assignments, self._escalated = None, [], [], False
             self._submission += 1
             self._tier_since = workflow.now().isoformat()
             if cmd.actor.username not in self._submitters:
                 self._submitters.append(cmd.actor.username)
-            reason = f"{cmd.comment} [tiers {plan_summary(plan)}]".strip()
-            await self._transition(Event.SUBMIT, cmd.actor, reason, self._update_id())
+            d = self._draft
+            record = self._record_of(Event.SUBMIT, cmd.actor, cmd.comment, self._update_id())
+            try:
+                submitted = await workflow.execute_activity(
+                    "submit_invoice",
+                    SubmitRequest(
+                        PlanRequest(
+                            self._inp.legal_entity, "invoice", d.total_minor, d.currency, d.exchange_rate
+                        ),
+                        record,
+                    ),
+                    result_type=SubmitResult,
+                    start_to_close_timeout=timedelta(seconds=self._inp.config.record_timeout_seconds),
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
+                    ),
+                )
+            except BaseException:
+                (
+                    self._plan,
+                    self._approvals,
+                    self._assignments,
+                    self._escalated,
+                    self._submission,
+                    self._tier_since,
+                    self._submitters,
+                ) = before
+                raise
+            self._plan = submitted.plan
+            state = replace(record.state, plan=submitted.plan)
+            self._commit(replace(record, reason=submitted.reason, state=state), submitted.recorded)
         return self._state()
 
     @submit.validator

@@ -272,6 +272,22 @@ class RecordResult:
 
 
 @dataclass(frozen=True)
+class SubmitRequest:
+    """A submission to record. `transition`: the submit transition as the workflow would record it, its
+    state without the approval plan and its reason without the tiers (the activity adds both)."""
+
+    plan: PlanRequest
+    transition: TransitionRecord
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    plan: ApprovalPlan  # the tiers under the matrix in force at the submission (as recorded)
+    recorded: RecordResult
+    reason: str  # what the recorded transition says
+
+
+@dataclass(frozen=True)
 class DeliveryPlan:
     """How the invoice leaves: its channel, and why it cannot leave yet (pre-submission checks)."""
 

@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.converter import DATA_CONVERTER
+from workflows.approval import plan_summary
 from workflows.invoice import SEARCH_ATTRIBUTES, InvoiceWorkflow, invoice_workflow_id
 from workflows.types import (
     Actor,
@@ -44,6 +45,8 @@ from workflows.types import (
     PortalSubmitRequest,
     PortalSubmitResult,
     RecordResult,
+    SubmitRequest,
+    SubmitResult,
     TierRequirement,
     TransitionRecord,
 )
@@ -170,7 +173,17 @@ class FakeActivities:
             req.portal, "cxml", key, f"ref-{req.submission_pass}", answer, "2026-11-02T10:00:00+00:00", "push"
         )
 
-    @activity.defn(name="plan_approval")
+    @activity.defn(name="submit_invoice")
+    async def submit_invoice(self, req: SubmitRequest) -> SubmitResult:
+        """The tiers (from `tiers`) and the submission recorded with them, as the real one does."""
+        plan = await self.plan_approval(req.plan)
+        rec = req.transition
+        reason = f"{rec.reason} [tiers {plan_summary(plan)}]".strip()
+        recorded = await self.record_invoice_transition(
+            replace(rec, reason=reason, state=replace(rec.state, plan=plan))
+        )
+        return SubmitResult(plan, recorded, reason)
+
     async def plan_approval(self, req: PlanRequest) -> ApprovalPlan:
         return ApprovalPlan(
             matrix_version="test+0",
@@ -213,7 +226,7 @@ class Invoices:
             activities=[
                 self.fakes.record_invoice_transition,
                 self.fakes.deliver_invoice,
-                self.fakes.plan_approval,
+                self.fakes.submit_invoice,
                 self.fakes.notify_approval_sla,
                 self.fakes.submit_to_portal,
             ],
