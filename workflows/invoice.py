@@ -21,8 +21,9 @@ Queries:
 Timers: while a tier waits, a reminder to its approvers and then an alert to the supervisors (the
 approval SLA); after approval, the release at the issue date, then delivery through the customer's
 channel (e-mail, or a portal: pre-submission checks, then one numbered pass) and `submitted`.
-Every transition is appended to the evidence ledger and the read model by the
-`record_invoice_transition` activity before the new state is visible.
+Every transition is appended to the evidence ledger and the read model by an activity before the new
+state is visible: `record_invoice_transition`; for a submission `submit_invoice`, which reads the
+approval tiers in the same transaction; for a delivery by e-mail `deliver_invoice`, which sends it.
 """
 
 from __future__ import annotations
