@@ -23,7 +23,7 @@ from activities.directory import roles_of
 from activities.ledger import LedgerFacts, append_to_ledger, find_by_business_key
 from activities.models import Invoice, InvoiceLine, Payment, PaymentAllocation, PortalSubmission
 from activities.numbering import allocate_number, issue_number  # noqa: F401 (re-exported)
-from workflows.approval import plan_summary
+from workflows.approval import submission_reason
 from workflows.types import (
     ApprovalPlan,
     InvoiceState,
@@ -279,7 +279,7 @@ class TransitionActivities:
                 plan = _recorded_plan(session, rec.object_id)
             if plan is None:
                 plan = plan_for(self._matrix, session, req.plan)
-            reason = f"{rec.reason} [tiers {plan_summary(plan)}]".strip()
+            reason = submission_reason(rec.reason, plan)
             recorded = record_transition(
                 session, replace(rec, reason=reason, state=replace(rec.state, plan=plan))
             )

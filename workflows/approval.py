@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workflows.types import Actor, ApprovalPlan, InvoiceState, TierRequirement
+from workflows.types import Actor, ApprovalPlan, Assignment, InvoiceState, TierRequirement
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,12 @@ def current_tier(state: InvoiceState) -> TierRequirement | None:
 
 
 def assignee_of(state: InvoiceState, tier: int) -> str | None:
-    chosen = [a.assignee for a in state.assignments if a.tier == tier]
+    return assignee_among(state.assignments, tier)
+
+
+def assignee_among(assignments: list[Assignment], tier: int) -> str | None:
+    """Who the tier is assigned to (the latest reassignment), if anyone."""
+    chosen = [a.assignee for a in assignments if a.tier == tier]
     return chosen[-1] if chosen else None
 
 
@@ -111,3 +116,8 @@ def approval_refusal(
 
 def plan_summary(plan: ApprovalPlan) -> str:
     return " -> ".join(f"{t.level}:{t.role}" for t in plan.tiers) + f" (matrix {plan.matrix_version})"
+
+
+def submission_reason(comment: str, plan: ApprovalPlan) -> str:
+    """What the ledger says of a submission: the submitter's comment and the tiers it needs."""
+    return f"{comment} [tiers {plan_summary(plan)}]".strip()

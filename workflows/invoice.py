@@ -39,7 +39,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUp
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import states
-from workflows.approval import approval_refusal, assignee_of, current_tier
+from workflows.approval import approval_refusal, assignee_among, assignee_of, current_tier
 from workflows.errors import refuse
 from workflows.states import Event, Status
 from workflows.types import (
@@ -186,8 +186,7 @@ class InvoiceWorkflow:
         """What the approval SLA clock runs for: the tier waiting and its assignee. Evaluated on every
         activation while an invoice waits, so it reads the fields, not a whole `_state()`."""
         tier = len(self._approvals) + 1
-        chosen = [a.assignee for a in self._assignments if a.tier == tier]
-        return (self._status, self._submission, tier, chosen[-1] if chosen else None)
+        return (self._status, self._submission, tier, assignee_among(self._assignments, tier))
 
     async def _watch_approval_sla(self) -> None:
         """Remind the tier's approvers, then alert the supervisors; any move of the tier restarts it."""
@@ -276,10 +275,8 @@ class InvoiceWorkflow:
                     await self._notify_preparers()
                 elif delivery.recorded is not None:
                     # The activity recorded it as of the instant the mail went.
-                    sent_at = delivery.recorded.at or record.at
-                    self._delivered_at = sent_at
-                    state = replace(record.state, status_since=sent_at, delivered_at=sent_at)
-                    self._commit(replace(record, at=sent_at, state=state), delivery.recorded)
+                    self._delivered_at = delivery.recorded.at or record.at
+                    self._commit(record, delivery.recorded, status_since=self._delivered_at)
                 else:
                     await self._submit_to_portal()
             finally:
@@ -517,8 +514,7 @@ class InvoiceWorkflow:
                 ) = before
                 raise
             self._plan = submitted.plan
-            state = replace(record.state, plan=submitted.plan)
-            self._commit(replace(record, reason=submitted.reason, state=state), submitted.recorded)
+            self._commit(record, submitted.recorded)
         return self._state()
 
     @submit.validator
@@ -868,11 +864,12 @@ class InvoiceWorkflow:
             raise
         self._commit(record, result)
 
-    def _commit(self, record: TransitionRecord, result: RecordResult) -> None:
-        """A recorded transition becomes the workflow's state, and its search attributes."""
+    def _commit(self, record: TransitionRecord, result: RecordResult, status_since: str = "") -> None:
+        """A recorded transition becomes the workflow's state, and its search attributes.
+        `status_since`: when the activity that recorded it chose the instant (a delivery: when it left)."""
         to = Status(record.to_status)
         self._seq = record.transition_seq
-        self._status_since = record.state.status_since
+        self._status_since = status_since or record.state.status_since
         self._status = to
         self._number = result.number or self._number
         self._published = self._state()

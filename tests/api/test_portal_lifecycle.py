@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.db import reading, writing
 from activities.models import LedgerEntry, LegalEntity, Notification, PortalSubmission
+from api.cli import wait_for_port
 from api.portal_sim import default_scenario, demo_portals_toml
 from tests.conftest import ROOT, free_port, running_stack
 from workflows.portal_poll import PortalPollWorkflow
@@ -50,16 +51,11 @@ def portal_sim(tmp_path: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/_sim/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, (tmp_path / "portal-sim.log").read_text()
-            import time
-
-            time.sleep(0.05)
+        try:
+            wait_for_port(port, 15, proc)
+        except SystemExit as exc:
+            pytest.fail(f"{exc}\n{(tmp_path / 'portal-sim.log').read_text()}")
+        assert httpx.get(f"{base}/_sim/health", timeout=5).status_code == 200
         yield base
     finally:
         proc.terminate()

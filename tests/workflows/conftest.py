@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.converter import DATA_CONVERTER
-from workflows.approval import plan_summary
+from workflows.approval import submission_reason
 from workflows.invoice import SEARCH_ATTRIBUTES, InvoiceWorkflow, invoice_workflow_id
 from workflows.types import (
     Actor,
@@ -178,7 +178,7 @@ class FakeActivities:
         """The tiers (from `tiers`) and the submission recorded with them, as the real one does."""
         plan = await self.plan_approval(req.plan)
         rec = req.transition
-        reason = f"{rec.reason} [tiers {plan_summary(plan)}]".strip()
+        reason = submission_reason(rec.reason, plan)
         recorded = await self.record_invoice_transition(
             replace(rec, reason=reason, state=replace(rec.state, plan=plan))
         )
