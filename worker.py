@@ -44,6 +44,10 @@ from workflows.portal_poll import PortalPollWorkflow
 
 log = logging.getLogger("cashcycle.worker")
 
+# Every workflow type the worker runs. Each has committed histories that tests/workflows/test_replay.py
+# replays against the current code (README: workflows that survive a release).
+WORKFLOWS = (InvoiceWorkflow, LedgerCheckpointWorkflow, PortalPollWorkflow)
+
 # Workflow modules that are pure (no I/O, no clock, no randomness, no mutable module state): with the
 # sandbox on, it imports them once, with the worker, instead of executing them again for every workflow
 # run. workflows/invoice.py itself stays sandboxed: it is the code whose determinism the sandbox guards.
@@ -106,13 +110,16 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[InvoiceWorkflow, LedgerCheckpointWorkflow, PortalPollWorkflow],
+        workflows=list(WORKFLOWS),
         workflow_runner=workflow_runner(settings.workflow_sandbox),
         activities=[
             transitions.record_invoice_transition,
             submission.deliver_invoice,
             transitions.submit_invoice,
             approvals.notify_approval_sla,
+            # For invoice workflows of the shape before 2026-11-23 (InvoiceWorkflow._one_activity_steps).
+            approvals.plan_approval,
+            submission.plan_delivery,
             checkpoints.sign_ledger_checkpoints,
             portals.submit_to_portal,
             polling.poll_and_route,

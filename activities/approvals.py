@@ -109,12 +109,20 @@ def plan_for(matrix: MatrixFile, session: Session, req: PlanRequest) -> Approval
 
 class ApprovalActivities:
     """The approval SLA's reminders and escalations (the matrix is read at submission by
-    TransitionActivities.submit_invoice, which records the submission with its tiers)."""
+    TransitionActivities.submit_invoice, which records the submission with its tiers; `plan_approval`
+    serves invoice workflows of the earlier shape)."""
 
     def __init__(self, store: Store, smtp: SmtpConfig, matrix: MatrixFile | None = None) -> None:
         self._store = store
         self._smtp = smtp
         self._matrix = matrix or MatrixFile()
+
+    @activity.defn
+    def plan_approval(self, req: PlanRequest) -> ApprovalPlan:
+        """The approval tiers under the matrix in force now, as a local activity: for an invoice workflow
+        of the shape before 2026-11-23, which reads them here, then records the submission."""
+        with reading(self._store) as session:
+            return plan_for(self._matrix, session, req)
 
     @activity.defn
     def notify_approval_sla(self, req: NotifyRequest) -> NotifyResult:

@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.db import Store, reading, writing
@@ -38,7 +39,15 @@ from activities.portals.base import Channel, PortalAdapter, parse_instant
 from activities.portals.config import load_portals
 from activities.settings import Settings
 from activities.transitions import record_transition
-from workflows.types import DeliveryPlan, DeliveryRequest, DeliveryResult, PortalPollRun, PortalUpdate
+from workflows.types import (
+    DeliveryPlan,
+    DeliveryPlanRequest,
+    DeliveryRequest,
+    DeliveryResult,
+    LegacyDeliveryResult,
+    PortalPollRun,
+    PortalUpdate,
+)
 
 log = logging.getLogger("cashcycle.portals")
 
@@ -111,7 +120,7 @@ class SubmissionActivities:
         )
 
     @activity.defn(name="deliver_invoice")
-    def deliver_invoice(self, req: DeliveryRequest) -> DeliveryResult:
+    def deliver_invoice(self, req: DeliveryRequest) -> DeliveryResult | LegacyDeliveryResult:
         """Plan the delivery; by e-mail, send it and record its `deliver` transition (with the number, the
         recipient and the instant it was sent) in the transaction that marks it sent. One activity, not
         three (plan, mail, record): each activity costs the invoice a round trip through Temporal.
@@ -119,6 +128,8 @@ class SubmissionActivities:
         For a portal, or when a check stops it, only the plan is returned: the workflow records the
         block, or submits it with `submit_to_portal`. Idempotent: a retry after the mail went finds the
         delivery row and the ledger entry, and answers with them."""
+        if req.transition is None:
+            return self._mail_only(req)
         plan = self.plan(req.invoice_id)
         if plan.channel != "email" or plan.problems:
             return DeliveryResult(plan=plan)
@@ -138,6 +149,22 @@ class SubmissionActivities:
             recorded=recorded,
             reason=reason,
         )
+
+    def _mail_only(self, req: DeliveryRequest) -> LegacyDeliveryResult:
+        """`deliver_invoice` as it was before 2026-11-23, for an invoice workflow of that shape (it planned
+        the channel with `plan_delivery` and records the transition after this): send the mail, once."""
+        if req.state is None or not req.workflow_id:
+            raise ApplicationError("a delivery request needs its transition or its state", non_retryable=True)
+        sent = self._mail.send(req.invoice_id, req.workflow_id, req.transition_seq, req.state)
+        with writing(self._store) as session:
+            mark_sent(session, sent)
+        return LegacyDeliveryResult("email", sent.message_id, sent.recipient, sent.number)
+
+    @activity.defn(name="plan_delivery")
+    def plan_delivery(self, req: DeliveryPlanRequest) -> DeliveryPlan:
+        """The customer's channel and the pre-submission checks, for an invoice workflow of the shape
+        before 2026-11-23 (it delivers in three activities: this one, `deliver_invoice`, the record)."""
+        return self.plan(req.invoice_id)
 
 
 def _find_invoice(session: Session, u: PortalUpdate) -> Invoice | None:

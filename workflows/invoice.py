@@ -39,7 +39,13 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUp
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import states
-from workflows.approval import approval_refusal, assignee_among, assignee_of, current_tier
+from workflows.approval import (
+    approval_refusal,
+    assignee_among,
+    assignee_of,
+    current_tier,
+    submission_reason,
+)
 from workflows.errors import refuse
 from workflows.states import Event, Status
 from workflows.types import (
@@ -50,12 +56,15 @@ from workflows.types import (
     Assignment,
     Authority,
     Command,
+    DeliveryPlan,
+    DeliveryPlanRequest,
     DeliveryRequest,
     DeliveryResult,
     EditCommand,
     InvoiceDraft,
     InvoiceInput,
     InvoiceState,
+    LegacyDeliveryResult,
     NotifyRequest,
     NotifyResult,
     PaymentApplied,
@@ -84,6 +93,10 @@ TASK_QUEUE = "cashcycle"
 # Portal statuses that say the buyer accepted the invoice (normalised; activities/portals/status.py).
 ACCEPTING = frozenset({"accepted", "conditionally_accepted", "payment_scheduled", "paid"})
 SYSTEM = Actor(username="system", roles=["system"], rule="workflow")
+
+
+# Patch ids (`workflow.patched`): one per change of the command sequence, never reused or renamed.
+ONE_ACTIVITY_STEPS = "2026-11-23-one-activity-steps"
 
 
 def invoice_workflow_id(legal_entity: str, external_id: str) -> str:
@@ -162,6 +175,21 @@ class InvoiceWorkflow:
         # Transitions run one at a time: two approvals racing are serialised here, and the loser is
         # refused against the state the winner left.
         self._lock = asyncio.Lock()
+        self._one_activity_steps = self._took_one_activity_steps()
+
+    def _took_one_activity_steps(self) -> bool:
+        """Whether this run takes the command sequence of 2026-11-23 (submission and delivery each one
+        activity, search attributes upserted only when they change, the approval SLA restarted after a
+        command has recorded) or the one before it. Invoices live for months: runs recorded by either are
+        in users' stores, and each must replay the commands it recorded (tests/workflows/test_replay.py).
+
+        A new run records the patch marker and takes the newer sequence. A recorded run without the
+        marker was written by one of the two releases before versioning: the release of 2026-11-23 started
+        every invoice with its search attributes (the API's `search_attributes`), the one before with none.
+        Decided once, at the start, so a run never mixes the two."""
+        if workflow.patched(ONE_ACTIVITY_STEPS):
+            return True
+        return workflow.info().typed_search_attributes.get(SA_STATUS) is not None
 
     # -- the lifecycle -------------------------------------------------------------------------
 
@@ -196,7 +224,8 @@ class InvoiceWorkflow:
             # The tier moved. A command still recording (an approval, say) has changed the key already:
             # let it finish first, so that the SLA restarts for the state it leaves (often: approved, no
             # SLA at all), not for an intermediate one, with a timer started only to be cancelled.
-            await workflow.wait_condition(lambda: not self._lock.locked())
+            if self._one_activity_steps:
+                await workflow.wait_condition(lambda: not self._lock.locked())
             return
         await self._notify_and_record(Event.REMIND_APPROVERS, "approval_reminder", key)
         if self._sla_key() != key:
@@ -247,6 +276,9 @@ class InvoiceWorkflow:
                 return
             self._delivering = True
             try:
+                if not self._one_activity_steps:
+                    await self._plan_and_deliver_in_three_steps()
+                    return
                 cfg = self._inp.config
                 # One activity plans the channel and, for e-mail, sends the invoice and records this
                 # transition (number, recipient and the instant it left filled in there).
@@ -281,6 +313,55 @@ class InvoiceWorkflow:
                     await self._submit_to_portal()
             finally:
                 self._delivering = False
+
+    async def _plan_and_deliver_in_three_steps(self) -> None:
+        """Delivery as runs recorded before 2026-11-23 made it: `plan_delivery`, then by e-mail
+        `deliver_invoice` (mail only), then the `deliver` transition recorded by the workflow."""
+        cfg = self._inp.config
+        plan = await workflow.execute_activity(
+            "plan_delivery",
+            DeliveryPlanRequest(self._inp.invoice_id, self._state()),
+            result_type=DeliveryPlan,
+            start_to_close_timeout=timedelta(seconds=cfg.delivery_timeout_seconds),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+        )
+        self._portal, self._channel, self._follow_up = plan.portal, plan.channel, plan.follow_up
+        if plan.problems:
+            self._portal_reason = "pre-submission check: " + "; ".join(plan.problems)
+            await self._transition(
+                Event.BLOCK_SUBMISSION,
+                replace(SYSTEM, rule="workflow:presubmission"),
+                self._portal_reason,
+                "",
+            )
+            await self._notify_preparers()
+            return
+        if plan.channel != "email":
+            await self._submit_to_portal()
+            return
+        mailed = await workflow.execute_activity(
+            "deliver_invoice",
+            DeliveryRequest(
+                self._inp.invoice_id,
+                workflow_id=workflow.info().workflow_id,
+                transition_seq=self._seq + 1,
+                state=self._state(),
+            ),
+            result_type=LegacyDeliveryResult,
+            start_to_close_timeout=timedelta(seconds=cfg.delivery_timeout_seconds),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                maximum_interval=timedelta(seconds=cfg.delivery_retry_max_interval_seconds),
+            ),
+        )
+        self._delivered_at = workflow.now().isoformat()
+        self._number = mailed.number or self._number
+        await self._transition(
+            Event.DELIVER,
+            replace(SYSTEM, rule="workflow:deliver"),
+            f"{mailed.channel} to {mailed.recipient}",
+            "",
+        )
 
     async def _submit_to_portal(self) -> None:
         """One numbered pass through the customer's portal. Transient failures (5xx, 429, timeouts) are
@@ -468,6 +549,9 @@ class InvoiceWorkflow:
                 ).strip()
                 await self._transition(Event.RESUBMIT, cmd.actor, reason, self._update_id())
                 return self._state()
+            if not self._one_activity_steps:
+                await self._plan_then_record_submission(cmd)
+                return self._state()
             # The tiers come from the matrix as it is now, read by the activity that records the
             # submission: a client cannot choose them, and an invoice already in approval keeps the
             # version it was submitted under.
@@ -516,6 +600,26 @@ class InvoiceWorkflow:
             self._plan = submitted.plan
             self._commit(record, submitted.recorded)
         return self._state()
+
+    async def _plan_then_record_submission(self, cmd: Command) -> None:
+        """Submission as runs recorded before 2026-11-23 made it: the tiers from a `plan_approval` local
+        activity, then the transition recorded like any other."""
+        d = self._draft
+        plan = await workflow.execute_local_activity(
+            "plan_approval",
+            PlanRequest(self._inp.legal_entity, "invoice", d.total_minor, d.currency, d.exchange_rate),
+            result_type=ApprovalPlan,
+            start_to_close_timeout=timedelta(seconds=self._inp.config.record_timeout_seconds),
+        )
+        self._check(Event.SUBMIT)
+        self._plan, self._approvals, self._assignments, self._escalated = plan, [], [], False
+        self._submission += 1
+        self._tier_since = workflow.now().isoformat()
+        if cmd.actor.username not in self._submitters:
+            self._submitters.append(cmd.actor.username)
+        await self._transition(
+            Event.SUBMIT, cmd.actor, submission_reason(cmd.comment, plan), self._update_id()
+        )
 
     @submit.validator
     def _validate_submit(self, cmd: Command) -> None:
@@ -874,7 +978,8 @@ class InvoiceWorkflow:
         self._number = result.number or self._number
         self._published = self._state()
         # Only the attributes that changed: each upsert costs the server a visibility write, and the
-        # start already carried the draft's (see `search_attributes`).
+        # start already carried the draft's (see `search_attributes`). Runs of the earlier shape upserted
+        # all of them at every transition.
         current = workflow.info().typed_search_attributes
         changed = [
             update
@@ -885,7 +990,7 @@ class InvoiceWorkflow:
                 self._amount_due(),
                 datetime.fromisoformat(self._status_since),
             )
-            if current.get(update.key) != update.value
+            if current.get(update.key) != update.value or not self._one_activity_steps
         ]
         if changed:
             workflow.upsert_search_attributes(changed)

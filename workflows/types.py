@@ -301,10 +301,18 @@ class DeliveryPlan:
 class DeliveryRequest:
     """An approved, released invoice to deliver. `transition`: its `deliver` transition as the workflow
     would record it if it leaves by e-mail now (the activity fills in the number, the recipient and the
-    instant it was sent)."""
+    instant it was sent).
+
+    The shape before 2026-11-23 (an invoice workflow whose history took that path: see
+    `InvoiceWorkflow._one_activity_steps`) sends no transition but which mail this is (`workflow_id`,
+    `transition_seq`) and the state to render: the activity then only mails it, answers with a
+    `LegacyDeliveryResult`, and the workflow records the transition itself."""
 
     invoice_id: str
-    transition: TransitionRecord
+    transition: TransitionRecord | None = None
+    workflow_id: str = ""
+    transition_seq: int = 0
+    state: InvoiceState | None = None
 
 
 @dataclass(frozen=True)
@@ -318,6 +326,24 @@ class DeliveryResult:
     number: str = ""  # the invoice number, allocated when it is issued (gapless over issued invoices)
     recorded: RecordResult | None = None
     reason: str = ""  # what the recorded transition says
+
+
+@dataclass(frozen=True)
+class LegacyDeliveryResult:
+    """What `deliver_invoice` answered before 2026-11-23: the mail sent, nothing recorded."""
+
+    channel: str
+    message_id: str
+    recipient: str
+    number: str = ""
+
+
+@dataclass(frozen=True)
+class DeliveryPlanRequest:
+    """The `plan_delivery` activity's input, for invoice workflows of the shape before 2026-11-23."""
+
+    invoice_id: str
+    state: InvoiceState
 
 
 @dataclass(frozen=True)
