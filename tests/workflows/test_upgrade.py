@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 import temporalio.workflow
@@ -26,35 +25,9 @@ import api.invoices
 from activities.db import migrate, reading
 from activities.models import InvoiceDelivery, LedgerEntry
 from tests.conftest import invoice_body, running_stack
+from tests.workflows.histories.record import commanded
 
 HISTORIES = Path(__file__).parent / "histories"
-
-# Events that say what the workflow commanded (workflow tasks and activity starts come from the server).
-COMMANDED = {
-    "EVENT_TYPE_MARKER_RECORDED",
-    "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED",
-    "EVENT_TYPE_TIMER_STARTED",
-    "EVENT_TYPE_TIMER_CANCELED",
-    "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",
-    "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED",
-    "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED",
-}
-
-
-def commanded(events: list[dict[str, Any]]) -> list[str]:
-    out = []
-    for e in events:
-        if e["eventType"] not in COMMANDED:
-            continue
-        name = e["eventType"].removeprefix("EVENT_TYPE_")
-        scheduled = e.get("activityTaskScheduledEventAttributes")
-        if scheduled:
-            name += ":" + scheduled["activityType"]["name"]
-        marker = e.get("markerRecordedEventAttributes")
-        if marker:
-            name += ":" + marker["markerName"]
-        out.append(name)
-    return out
 
 
 def activities_of(history: WorkflowHistory) -> list[str]:

@@ -77,6 +77,35 @@ class Recording:
         return body
 
 
+# Events that say what the workflow commanded (workflow tasks and activity starts come from the server).
+COMMANDED = {
+    "EVENT_TYPE_MARKER_RECORDED",
+    "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED",
+    "EVENT_TYPE_TIMER_STARTED",
+    "EVENT_TYPE_TIMER_CANCELED",
+    "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",
+    "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED",
+    "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED",
+}
+
+
+def commanded(events: list[dict[str, Any]]) -> list[str]:
+    """What a history says the workflow commanded, in order: the sequence a replay must reproduce."""
+    out = []
+    for e in events:
+        if e["eventType"] not in COMMANDED:
+            continue
+        name = e["eventType"].removeprefix("EVENT_TYPE_")
+        scheduled = e.get("activityTaskScheduledEventAttributes")
+        if scheduled:
+            name += ":" + scheduled["activityType"]["name"]
+        marker = e.get("markerRecordedEventAttributes")
+        if marker:
+            name += ":" + marker["markerName"]
+        out.append(name)
+    return out
+
+
 def pay(customer: str, invoice: dict[str, Any], amount: str, reference: str) -> dict[str, Any]:
     return {
         "customer_id": customer,
