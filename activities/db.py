@@ -15,8 +15,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -101,6 +101,62 @@ def writing(store: Store) -> Iterator[Session]:
     finally:
         if store.write_lock is not None:
             store.write_lock.release()
+
+
+class DowngradeRefused(RuntimeError):
+    """A migration's downgrade would destroy data, and refused before changing anything.
+
+    `losses` names each kind of data it would destroy and how many rows hold it."""
+
+    def __init__(self, revision: str, losses: dict[str, int]) -> None:
+        self.revision, self.losses = revision, losses
+        found = "; ".join(f"{what}: {n}" for what, n in losses.items())
+        super().__init__(
+            f"downgrade of revision {revision} refused, it would destroy {found}. Nothing was changed: "
+            "restore a backup taken before the upgrade instead"
+        )
+
+
+def refuse_downgrade_losing(connection: Connection, revision: str, losses: dict[str, str]) -> None:
+    """The first step of a migration's downgrade(): `losses` maps what the downgrade would destroy to a
+    query counting the rows that hold it. Any of them non-zero, and the downgrade raises DowngradeRefused
+    before it touches the schema (evidence and business data are not dropped by a schema change)."""
+    found = {what: int(connection.execute(text(sql)).scalar_one()) for what, sql in losses.items()}
+    lost = {what: n for what, n in found.items() if n}
+    if lost:
+        raise DowngradeRefused(revision, lost)
+
+
+def _unquoted(default: str | None) -> str | None:
+    if default is None:
+        return None
+    default = default.strip()
+    while default.startswith("(") and default.endswith(")"):
+        default = default[1:-1].strip()
+    if len(default) >= 2 and default[0] == default[-1] == "'":
+        default = default[1:-1]
+    return default
+
+
+def same_server_default(
+    context: Any,
+    inspected_column: Any,
+    metadata_column: Any,
+    inspected_default: str | None,
+    metadata_default: Any,
+    rendered_metadata_default: str | None,
+) -> bool | None:
+    """Alembic's server-default comparison, except for the empty string on SQLite: Alembic reflects a
+    `DEFAULT ''` there as `('')` and the model's `''` as nothing, and reports a difference that is not one.
+    Returns False (the same) for that case, None (Alembic decides) for every other."""
+    if context.dialect.name == "sqlite" and rendered_metadata_default in ("", "''"):
+        return _unquoted(inspected_default) != ""
+    return None
+
+
+# How autogenerate compares the models with a database: types and server defaults included. env.py runs
+# with these (so `alembic revision --autogenerate` sees what the migration test checks) and the test too.
+AUTOGENERATE_OPTIONS: dict[str, Any] = {"compare_type": True, "compare_server_default": same_server_default}
 
 
 def alembic_config(url: str) -> Config:

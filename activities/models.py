@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import BigInteger, Column, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# A column that a migration added to a table already holding rows has a server default: it filled those rows,
+# and it fills an insert that leaves the column out (an API or worker replica still on the release before the
+# migration). The models declare those defaults so that they say what the database holds (the migration test
+# compares them, server defaults included).
+_ADDED_EMPTY = {"server_default": ""}
 
 
 class LegalEntity(SQLModel, table=True):
@@ -29,17 +36,17 @@ class LegalEntity(SQLModel, table=True):
     address: str = Field(default="", max_length=500)  # free text, as printed on the PDF
     # The seller of an e-invoice (EN 16931 BG-4, BG-5): address parts, the Peppol participant (endpoint id
     # and its EAS scheme), the legal registration number, and the account customers pay into.
-    street: str = Field(default="", max_length=200)
-    city: str = Field(default="", max_length=100)
-    postal_code: str = Field(default="", max_length=20)
-    endpoint_id: str = Field(default="", max_length=100)
-    endpoint_scheme: str = Field(default="", max_length=4)
-    company_id: str = Field(default="", max_length=50)
-    iban: str = Field(default="", max_length=34)
+    street: str = Field(default="", max_length=200, sa_column_kwargs=_ADDED_EMPTY)
+    city: str = Field(default="", max_length=100, sa_column_kwargs=_ADDED_EMPTY)
+    postal_code: str = Field(default="", max_length=20, sa_column_kwargs=_ADDED_EMPTY)
+    endpoint_id: str = Field(default="", max_length=100, sa_column_kwargs=_ADDED_EMPTY)
+    endpoint_scheme: str = Field(default="", max_length=4, sa_column_kwargs=_ADDED_EMPTY)
+    company_id: str = Field(default="", max_length=50, sa_column_kwargs=_ADDED_EMPTY)
+    iban: str = Field(default="", max_length=34, sa_column_kwargs=_ADDED_EMPTY)
     # The seller's contact on e-invoices (BG-6); Peppol's German rules require it between German parties.
-    contact_name: str = Field(default="", max_length=200)
-    email: str = Field(default="", max_length=254)
-    telephone: str = Field(default="", max_length=40)
+    contact_name: str = Field(default="", max_length=200, sa_column_kwargs=_ADDED_EMPTY)
+    email: str = Field(default="", max_length=254, sa_column_kwargs=_ADDED_EMPTY)
+    telephone: str = Field(default="", max_length=40, sa_column_kwargs=_ADDED_EMPTY)
 
 
 class CustomerBase(SQLModel):
@@ -53,19 +60,19 @@ class CustomerBase(SQLModel):
     vat_id: str = Field(default="", max_length=32)
     # The buyer of an e-invoice (EN 16931 BG-7, BG-8): address parts, the Peppol participant (endpoint id
     # and its EAS scheme) and the legal registration number.
-    street: str = Field(default="", max_length=200)
-    city: str = Field(default="", max_length=100)
-    postal_code: str = Field(default="", max_length=20)
-    endpoint_id: str = Field(default="", max_length=100)
-    endpoint_scheme: str = Field(default="", max_length=4)
-    company_id: str = Field(default="", max_length=50)
+    street: str = Field(default="", max_length=200, sa_column_kwargs=_ADDED_EMPTY)
+    city: str = Field(default="", max_length=100, sa_column_kwargs=_ADDED_EMPTY)
+    postal_code: str = Field(default="", max_length=20, sa_column_kwargs=_ADDED_EMPTY)
+    endpoint_id: str = Field(default="", max_length=100, sa_column_kwargs=_ADDED_EMPTY)
+    endpoint_scheme: str = Field(default="", max_length=4, sa_column_kwargs=_ADDED_EMPTY)
+    company_id: str = Field(default="", max_length=50, sa_column_kwargs=_ADDED_EMPTY)
     # The customer's AP refuses invoices without their purchase order number (a pre-submission check).
-    po_required: bool = False
+    po_required: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     # BT-10, the reference the buyer asks to quote (cost centre, AP mailbox id); Peppol needs it or a PO.
-    buyer_reference: str = Field(default="", max_length=100)
+    buyer_reference: str = Field(default="", max_length=100, sa_column_kwargs=_ADDED_EMPTY)
     # The channel invoices reach this customer through: a portal named in the portal configuration
     # (CASHCYCLE_PORTALS_FILE), or "email" (PDF by mail) for customers without one.
-    portal: str = Field(default="email", max_length=64)
+    portal: str = Field(default="email", max_length=64, sa_column_kwargs={"server_default": "email"})
 
 
 class Customer(CustomerBase, table=True):
@@ -112,10 +119,12 @@ class Invoice(SQLModel, table=True):
     approvals_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     editors_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     submitters_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
-    exchange_rate: str = Field(default="1", max_length=40)
+    exchange_rate: str = Field(default="1", max_length=40, sa_column_kwargs={"server_default": "1"})
     matrix_version: str | None = Field(default=None, max_length=64)
     # The submission's approval plan, reassignments, SLA clock and escalation (see InvoiceState).
-    approval_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    approval_json: str = Field(
+        default="{}", sa_column=Column(Text, nullable=False, default="{}", server_default="{}")
+    )
 
 
 class InvoiceLine(SQLModel, table=True):

@@ -1,5 +1,6 @@
-"""The store: migrations, and the recording activity that writes the invoice read model and the ledger in
-one transaction, idempotent on (workflow id, transition seq). Runs on SQLite and PostgreSQL."""
+"""The store: the recording activity that writes the invoice read model and the ledger in one transaction,
+idempotent on (workflow id, transition seq). Runs on SQLite and PostgreSQL. The migrations that build it are
+tested in test_migrations.py."""
 
 from __future__ import annotations
 
@@ -9,17 +10,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import date, datetime
-from pathlib import Path
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, col, func, select
 
-from activities.db import Store, alembic_config, migrate, open_store, reading, writing
+from activities.db import Store, open_store, reading, writing
 from activities.directory import add_user, grant
 from activities.ledger import GENESIS_HASH, verify_chain
 from activities.models import (
@@ -250,60 +246,6 @@ def ledger(store: Store, legal_entity: str = "ACME") -> list[LedgerEntry]:
 def count(store: Store, model: type[SQLModel]) -> int:
     with reading(store) as session:
         return int(session.exec(select(func.count()).select_from(model)).one())
-
-
-def ledger_triggers(store: Store) -> list[str]:
-    with reading(store) as session:
-        if store.is_sqlite:
-            sql = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'ledger_entry'"
-        else:
-            sql = (
-                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'ledger_entry'::regclass AND NOT tgisinternal"
-            )
-        return sorted(str(r[0]) for r in session.execute(text(sql)))
-
-
-# --- migrations -----------------------------------------------------------------------------------------
-
-
-def test_migrations_create_every_table_of_the_models_from_an_empty_database(db_url: str) -> None:
-    store = open_store(db_url)
-    try:
-        tables = set(inspect(store.read).get_table_names())
-        assert tables == set(SQLModel.metadata.tables) | {"alembic_version"}
-        with store.read.connect() as conn:
-            diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
-        assert diffs == [], f"the models and the migrations disagree: {diffs}"
-        assert ledger_triggers(store)  # append-only from the first migration on
-    finally:
-        store.dispose()
-
-
-def test_migrating_twice_changes_nothing(db_url: str) -> None:
-    store = open_store(db_url)
-    try:
-        before_tables, before_triggers = set(inspect(store.read).get_table_names()), ledger_triggers(store)
-        migrate(db_url)
-        migrate(db_url)
-        store.dispose()
-        assert set(inspect(store.read).get_table_names()) == before_tables
-        assert ledger_triggers(store) == before_triggers
-        head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
-        with store.read.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == head
-    finally:
-        store.dispose()
-
-
-def test_migrate_creates_the_sqlite_file_and_its_directories(tmp_path: Path) -> None:
-    path = tmp_path / "not" / "yet" / "there" / "store.db"
-    migrate(f"sqlite:///{path}")
-    assert path.exists()
-    store = open_store(f"sqlite:///{path}")
-    try:
-        assert "ledger_entry" in inspect(store.read).get_table_names()
-    finally:
-        store.dispose()
 
 
 # --- recording transitions ------------------------------------------------------------------------------

@@ -1,12 +1,20 @@
-"""initial schema
+"""Initial schema: master data (legal entities, customers, users and their roles), the invoice read model
+with its lines, payments and their allocations, deliveries, document numbers, idempotent replies, and the
+evidence ledger with its chain heads. The ledger is append-only from here on: triggers refuse UPDATE and
+DELETE on ledger_entry (and TRUNCATE on PostgreSQL).
+
+Downgrade: only an empty store. Going below this revision drops every table, the ledger with them; with any
+row in any of them the downgrade refuses (activities.db.DowngradeRefused) and changes nothing.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 01:57:58.087424
 """
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
+
+from activities.db import refuse_downgrade_losing
 
 
 revision = '0001'
@@ -254,7 +262,17 @@ def _ledger_append_only() -> None:
         )
 
 
+_TABLES = (
+    'app_user', 'idempotent_response', 'ledger_entry', 'ledger_head', 'legal_entity', 'number_sequence',
+    'policy_revision', 'customer', 'role_assignment', 'invoice', 'payment', 'invoice_delivery',
+    'invoice_line', 'payment_allocation',
+)
+
+
 def downgrade() -> None:
+    refuse_downgrade_losing(
+        op.get_bind(), revision, {f"{table} rows": f"SELECT count(*) FROM {table}" for table in _TABLES}
+    )
     if op.get_bind().dialect.name != "sqlite":
         op.execute("DROP TRIGGER IF EXISTS ledger_entry_no_truncate ON ledger_entry")
         op.execute("DROP TRIGGER IF EXISTS ledger_entry_append_only ON ledger_entry")

@@ -1,4 +1,9 @@
-"""Signed ledger checkpoints (append-only, like the ledger).
+"""Signed ledger checkpoints (append-only, like the ledger: triggers refuse UPDATE and DELETE, and TRUNCATE
+on PostgreSQL).
+
+Downgrade: only without checkpoints. A signed checkpoint is evidence (what a rewrite of the chain cannot
+reproduce without the key), and the ledger records each one; with any, the downgrade refuses
+(activities.db.DowngradeRefused) and changes nothing.
 
 Revision ID: 0003
 Revises: 0002
@@ -7,6 +12,8 @@ Create Date: 2026-11-23 05:10:00
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
+
+from activities.db import refuse_downgrade_losing
 
 
 revision = '0003'
@@ -53,6 +60,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_downgrade_losing(
+        op.get_bind(), revision, {"signed checkpoints": "SELECT count(*) FROM ledger_checkpoint"}
+    )
     if op.get_bind().dialect.name != "sqlite":
         op.execute("DROP TRIGGER IF EXISTS ledger_checkpoint_no_truncate ON ledger_checkpoint")
         op.execute("DROP TRIGGER IF EXISTS ledger_checkpoint_append_only ON ledger_checkpoint")

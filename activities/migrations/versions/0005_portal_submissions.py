@@ -1,4 +1,9 @@
-"""Customer portals: the customer's channel, portal submissions and poll cursors.
+"""Customer portals: the customer's channel (existing customers: 'email', the PDF by mail, as before),
+portal submissions and poll cursors.
+
+Downgrade: refused (activities.db.DowngradeRefused, nothing changed) while any customer goes through a
+portal, or any portal pass or poll cursor is stored: the passes are the portal reports' only record, and
+dropping the channel would silently send a portal customer's invoices by mail. Without them it downgrades.
 
 Revision ID: 0005
 Revises: 0004
@@ -7,6 +12,8 @@ Create Date: 2026-11-23 05:30:00
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
+
+from activities.db import refuse_downgrade_losing
 
 
 revision = '0005'
@@ -49,6 +56,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_downgrade_losing(op.get_bind(), revision, {
+        "customers on a portal": "SELECT count(*) FROM customer WHERE portal <> 'email'",
+        "portal passes": "SELECT count(*) FROM portal_submission",
+        "portal poll cursors": "SELECT count(*) FROM portal_cursor",
+    })
     op.drop_table('portal_cursor')
     with op.batch_alter_table('portal_submission', schema=None) as batch_op:
         for column in ('invoice_id', 'legal_entity', 'customer_id', 'portal', 'portal_ref', 'submitted_at'):
