@@ -19,8 +19,8 @@ from activities.directory import ACCESS_CHAIN, DirectoryError, DutiesConflict, c
 from activities.ledger import verify_chain
 from activities.models import LegalEntity, RoleAssignment
 from api.deps import AppContext, ContextDep, CurrentUser, SessionDep
-from api.errors import AppError, Forbidden, Invalid
-from api.schemas import Strict
+from api.errors import AppError, Forbidden, Invalid, errors
+from api.schemas import Role, Strict
 from api.security import Grant
 
 router = APIRouter(prefix="/api/v1/access", tags=["access"])
@@ -28,7 +28,7 @@ router = APIRouter(prefix="/api/v1/access", tags=["access"])
 
 class RoleChange(Strict):
     username: str = Field(min_length=1, max_length=64, examples=["alice"])
-    role: str = Field(min_length=1, max_length=64, examples=["ar_preparer"])
+    role: Role = Field(examples=["ar_preparer"])
     legal_entity: str = Field(min_length=1, max_length=32, examples=["ACME"])
 
 
@@ -95,7 +95,8 @@ def _refusal(exc: DirectoryError) -> AppError:
             pair=list(exc.pair),
             why=exc.why,
         )
-    return Invalid(str(exc), field=exc.field)
+    # What is left after the schema (roles are an enum there): a user or legal entity the store lacks.
+    return Invalid(str(exc), code="unknown_reference", field=exc.field)
 
 
 def _may_administer(ctx: AppContext, session: Session, username: str, body: RoleChange) -> Grant:
@@ -105,7 +106,7 @@ def _may_administer(ctx: AppContext, session: Session, username: str, body: Role
         e for e in queries.entities_of(session, username) if ctx.authorizer.check(username, e, "access:grant")
     ]
     if administers and session.get(LegalEntity, body.legal_entity) is None:
-        raise Invalid(f"no legal entity {body.legal_entity}", field="legal_entity")
+        raise Invalid(f"no legal entity {body.legal_entity}", code="unknown_reference", field="legal_entity")
     return ctx.authorizer.require(username, body.legal_entity, "access:grant")
 
 
@@ -121,7 +122,7 @@ def _readable_entities(ctx: AppContext, session: Session, username: str) -> list
     response_model=GrantResult,
     responses={
         200: {"description": "the user already held the role: nothing changed"},
-        403: {"description": "not an administrator of the legal entity, or a conflict of duties"},
+        **errors("forbidden", "duties_conflict", "unknown_reference"),
     },
 )
 def grant_role(
@@ -152,7 +153,7 @@ def grant_role(
     return result
 
 
-@router.post("/revokes", response_model=RevokeResult)
+@router.post("/revokes", response_model=RevokeResult, responses=errors("forbidden", "unknown_reference"))
 def revoke_role(body: RoleChange, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> RevokeResult:
     """Take a role back from a user in a legal entity (administrators of that legal entity). Always
     allowed: a revoke cannot create a conflict of duties. Ledgered with the administrator as actor."""
@@ -180,7 +181,7 @@ async def role_assignments(ctx: ContextDep, session: SessionDep, user: CurrentUs
     ]
 
 
-@router.get("/conflicts", response_model=ConflictReportPublic)
+@router.get("/conflicts", response_model=ConflictReportPublic, responses=errors("forbidden"))
 async def conflicts_report(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> ConflictReportPublic:
     """Existing conflicts of duties: every user holding both roles of an incompatible pair in one legal
     entity (possible when the conflicts file tightens after the grants were made), with the reason, in the
@@ -214,7 +215,7 @@ async def conflicts_report(ctx: ContextDep, session: SessionDep, user: CurrentUs
     )
 
 
-@router.get("/ledger/verify", response_model=AccessChainVerification)
+@router.get("/ledger/verify", response_model=AccessChainVerification, responses=errors("forbidden"))
 async def verify_access_chain(
     ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> AccessChainVerification:

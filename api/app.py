@@ -9,9 +9,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI, Form
 from fastapi.responses import JSONResponse
-from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.api.enums.v1 import TaskQueueType
@@ -25,8 +24,9 @@ from activities.settings import Settings, get_settings
 from activities.temporal import connect
 from api import access, approvals, customers, einvoice, evidence, invoices, payments, portals, reports
 from api.deps import AppContext, ContextDep, SessionDep
-from api.errors import Unauthenticated, error_body, install
-from api.schemas import Health, Token
+from api.errors import Unauthenticated, error_body, errors, install
+from api.openapi import openapi_document
+from api.schemas import USERNAME, Health, Token
 from api.security import POLICIES, Authorizer, issue_token
 
 
@@ -98,15 +98,19 @@ class BodyLimit:
 system = APIRouter(tags=["system"])
 
 
-@system.post("/api/v1/auth/token", response_model=Token)
+@system.post("/api/v1/auth/token", response_model=Token, responses=errors("unauthenticated"))
 def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], ctx: ContextDep, session: SessionDep
+    username: Annotated[str, Form(pattern=USERNAME)],
+    password: Annotated[str, Form(min_length=1, max_length=1024)],
+    ctx: ContextDep,
+    session: SessionDep,
 ) -> Token:
-    """Exchange a username and password (form fields) for a bearer token."""
+    """Exchange a username and password (form fields, as OAuth2's password flow sends them; other fields
+    of that flow are ignored) for a bearer token."""
     # A plain `def`, run in the thread pool: Argon2 verification is deliberately slow CPU work. As an
     # `async def` it blocked the event loop, and 16 concurrent logins held every pooled connection while
     # the next one waited for the pool on the loop itself: the whole API froze for 30 s, then 500s.
-    user = authenticate(session, form.username, form.password)
+    user = authenticate(session, username, password)
     if user is None:
         raise Unauthenticated("wrong username or password")
     return Token(access_token=issue_token(user.username, ctx.settings.secret_key, ctx.settings.token_minutes))
@@ -196,4 +200,5 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(approvals.router)
     app.include_router(portals.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app

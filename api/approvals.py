@@ -29,8 +29,8 @@ from activities.db import writing
 from activities.models import Delegation, Invoice
 from activities.money import format_minor
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
-from api.errors import Forbidden, Invalid, NotFound
-from api.schemas import Strict
+from api.errors import Forbidden, Invalid, NotFound, errors
+from api.schemas import Day, Strict
 from workflows.approval import approval_refusal, assignee_of, current_tier
 from workflows.types import (
     Actor,
@@ -269,8 +269,8 @@ class DelegationCreate(Strict):
     )
     delegate: str = Field(min_length=1, max_length=64)
     role: str = Field(min_length=1, max_length=64, description="the approval role lent, e.g. ar_approver")
-    starts_on: date
-    ends_on: date
+    starts_on: Day
+    ends_on: Day
     reason: str = Field(default="", max_length=500)
 
 
@@ -295,7 +295,12 @@ def _public(session: Session, d: Delegation) -> DelegationPublic:
     return DelegationPublic(**d.model_dump(exclude={"in_force"}), in_force=in_force)
 
 
-@router.post("/delegations", status_code=201, response_model=DelegationPublic)
+@router.post(
+    "/delegations",
+    status_code=201,
+    response_model=DelegationPublic,
+    responses=errors("forbidden", "legal_entity_required", "delegation_refused"),
+)
 async def delegate_authority(
     body: DelegationCreate,
     ctx: ContextDep,
@@ -318,7 +323,11 @@ async def delegate_authority(
         )
     entity = body.legal_entity or (entities[0] if len(entities) == 1 else None)
     if entity is None:
-        raise Invalid("legal_entity is required: you approve in several legal entities", field="legal_entity")
+        raise Invalid(
+            "legal_entity is required: you approve in several legal entities",
+            code="legal_entity_required",
+            field="legal_entity",
+        )
     ctx.authorizer.require(user.username, entity, "approval:delegate")
     key = f"{user.username}:{idempotency_key}" if idempotency_key else str(uuid.uuid4())
     delegation_id = str(uuid.uuid5(DELEGATION_NAMESPACE, key))
@@ -337,7 +346,7 @@ async def delegate_authority(
             )
             wsession.expunge(row)
     except DelegationError as exc:
-        raise Invalid(f"{exc.field}: {exc}", field=exc.field) from None
+        raise Invalid(f"{exc.field}: {exc}", code="delegation_refused", field=exc.field) from None
     return _public(session, row)
 
 
@@ -349,7 +358,11 @@ async def list_delegations(
     return [_public(session, d) for d in delegations_of(session, user.username) if role in (None, d.role)]
 
 
-@router.post("/delegations/{delegation_id}/revoke", response_model=DelegationPublic)
+@router.post(
+    "/delegations/{delegation_id}/revoke",
+    response_model=DelegationPublic,
+    responses=errors("not_found", "forbidden"),
+)
 async def revoke(
     delegation_id: str, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> DelegationPublic:

@@ -12,12 +12,13 @@ from activities import queries
 from activities.db import writing
 from activities.directory import create_customer
 from activities.models import Customer, CustomerBase
-from activities.money import MoneyError, exponent
 from api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep
-from api.errors import Conflict, Invalid, NotFound
+from api.errors import Conflict, Invalid, NotFound, errors
 from api.schemas import CustomerCreate, CustomerPublic
 
 router = APIRouter(prefix="/api/v1", tags=["customers"])
+# Beyond any customer master (and within what the store's integers take: an offset of 2**95 was a 500).
+MAX_OFFSET = 1_000_000
 
 
 def idempotent_ref(username: str, key: str) -> str:
@@ -34,7 +35,16 @@ def _public(c: Customer) -> CustomerPublic:
     "/customers",
     status_code=201,
     response_model=CustomerPublic,
-    responses={200: {"description": "the same external_ref and body again: the existing customer"}},
+    responses={
+        200: {"description": "the same external_ref and body again: the existing customer"},
+        **errors(
+            "forbidden",
+            "external_ref_conflict",
+            "legal_entity_required",
+            "unknown_reference",
+            "inconsistent_fields",
+        ),
+    },
 )
 async def add_customer(
     body: CustomerCreate,
@@ -56,19 +66,21 @@ async def add_customer(
     entity = body.legal_entity or (entities[0] if len(entities) == 1 else None)
     if entity is None:
         raise Invalid(
-            "legal_entity is required: you maintain customers in several legal entities", field="legal_entity"
+            "legal_entity is required: you maintain customers in several legal entities",
+            code="legal_entity_required",
+            field="legal_entity",
         )
     grant = ctx.authorizer.require(user.username, entity, "customer:create")
     if body.portal not in ctx.portals():
         raise Invalid(
             f"portal: {body.portal!r} is not a configured portal (CASHCYCLE_PORTALS_FILE); use one of "
             f"{', '.join(sorted(ctx.portals()))}",
+            code="unknown_reference",
             field="portal",
         )
-    try:
-        exponent(body.currency)
-    except MoneyError as exc:
-        raise Invalid(str(exc), field="currency") from None
+    problem = body.endpoint_problem()
+    if problem:
+        raise Invalid(problem, code="inconsistent_fields", field="endpoint_id")
     data = CustomerBase.model_validate(body.model_dump(exclude={"legal_entity", "external_ref"}))
     ref = body.external_ref or (idempotent_ref(user.username, idempotency_key) if idempotency_key else None)
     if ref is not None:
@@ -100,7 +112,7 @@ async def list_customers(
     session: SessionDep,
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[CustomerPublic]:
     """Customers of the legal entities where the caller may read them, by name."""
     entities = [
@@ -111,7 +123,7 @@ async def list_customers(
     return [_public(c) for c in queries.list_customers(session, entities, limit=limit, offset=offset)]
 
 
-@router.get("/customers/{customer_id}", response_model=CustomerPublic)
+@router.get("/customers/{customer_id}", response_model=CustomerPublic, responses=errors("not_found"))
 async def get_customer(
     customer_id: str, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> CustomerPublic:

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from activities import queries
 from activities.db import Store, reading
 from activities.settings import Settings
-from api.errors import Forbidden, Invalid, Unauthenticated
+from api.errors import Forbidden, Unauthenticated
 from api.security import Authorizer, read_token
 
 if TYPE_CHECKING:
@@ -95,15 +95,23 @@ async def get_current_user(
 CurrentUser = Annotated[CurrentUserInfo, Depends(get_current_user)]
 
 
+# 1-200 printable ASCII characters, not all spaces (HTTP strips a header value's surrounding spaces).
+IDEMPOTENCY_KEY = r"^[ -~]*[!-~][ -~]*$"
+
+
 async def get_idempotency_key(
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=200,
+            pattern=IDEMPOTENCY_KEY,
+            description="1-200 printable ASCII characters: the same key again is the same command, applied "
+            "once (it becomes the Temporal update id)",
+        ),
+    ] = None,
 ) -> str | None:
-    if idempotency_key is None:
-        return None
-    key = idempotency_key.strip()
-    if not key or len(key) > 200 or not key.isprintable():
-        raise Invalid("Idempotency-Key must be 1-200 printable characters", field="Idempotency-Key")
-    return key
+    return idempotency_key.strip() if idempotency_key is not None else None
 
 
 IdempotencyKey = Annotated[str | None, Depends(get_idempotency_key)]

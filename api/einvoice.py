@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 
 from activities.einvoice import EInvoiceError, NotIssued, document_for, render_ubl
 from api.deps import ContextDep, CurrentUser, SessionDep
-from api.errors import Conflict
+from api.errors import Conflict, errors
 from api.invoices import _invoice_or_404
 
 router = APIRouter(prefix="/api/v1", tags=["e-invoices"])
@@ -21,8 +21,7 @@ _UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
     response_class=Response,
     responses={
         200: {"content": {"application/xml": {}}, "description": "the UBL 2.1 Invoice"},
-        404: {"description": "no such invoice (or not one the caller may read)"},
-        409: {"description": "not issued yet, or its master data cannot make a valid e-invoice (says why)"},
+        **errors("not_found", "not_issued", "einvoice_incomplete"),
     },
 )
 async def invoice_ubl(invoice_id: str, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> Response:

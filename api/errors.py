@@ -1,8 +1,15 @@
 """The one place that maps errors to HTTP: `{"error": {"code", "message", "details"}}`.
 
 401 unauthenticated, 403 a refused action (naming the rule), 404 unknown object, 409 impossible
-transition (naming the current state), 413 body too large, 422 malformed input (naming the field).
+transition (naming the current state), 413 body too large, 422 input refused (naming the field).
 Nothing a client can send ends in a 500.
+
+Every code a route can answer is in `CODES`, with its status and what it means; routes name theirs with
+`errors(...)` and api/openapi.py writes them into each operation's responses. Two kinds of 422:
+`invalid_input` is a request that breaks its own schema (a field's type, pattern, length or bounds, a body
+that is not JSON or form data): a client built from the schema never sends one. Every other 422 code is a
+rule the schema cannot state, because it relates two fields or needs the store (an unknown customer, `to`
+before `from`, an amount with more decimals than its currency has).
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -59,6 +68,104 @@ class Unavailable(AppError):
     status, code = 503, "unavailable"
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable and machine-readable; each response lists the codes it can carry")
+    message: str = Field(description="for people: what was refused and why")
+    details: dict[str, Any] = Field(description="the field, the rule, the current status, ... as applicable")
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers (4xx, 503)."""
+
+    error: ErrorDetail
+
+
+# code -> (HTTP status, what it means). The workflow's refusals (workflows/errors.py) are among them.
+CODES: dict[str, tuple[int, str]] = {
+    "unauthenticated": (401, "no bearer token, or an invalid, expired or disabled user's one"),
+    "forbidden": (403, "no role the caller holds in the legal entity grants the action (named in details)"),
+    "segregation_of_duties": (403, "the caller created, edited or submitted it, or approved an earlier tier"),
+    "no_authority": (403, "the caller does not hold the waiting tier's role (nor a delegation of it)"),
+    "duties_conflict": (
+        403,
+        "the grant would give one person incompatible roles (policies/sod_conflicts.csv)",
+    ),
+    "not_found": (404, "no such object, or not one the caller may read"),
+    "transition_refused": (409, "impossible in the current status (named in details)"),
+    "already_applied": (409, "this payment was already applied to the invoice"),
+    "tier_already_approved": (409, "someone approved that tier meanwhile"),
+    "tier_out_of_order": (409, "a later tier than the one waiting"),
+    "external_id_conflict": (409, "the external_id names an invoice created with another body"),
+    "external_ref_conflict": (409, "the external_ref (or Idempotency-Key) names a customer with other data"),
+    "idempotency_key_conflict": (409, "the Idempotency-Key was used for another request"),
+    "not_issued": (409, "the invoice has no number yet: its e-invoice exists once it is issued"),
+    "einvoice_incomplete": (409, "master data lacks what an EN 16931 e-invoice requires (named)"),
+    "ledger_broken": (409, "the ledger does not verify, so it was not signed"),
+    "body_too_large": (413, "the request body is over the configured limit"),
+    "invalid_input": (
+        422,
+        "the request breaks its schema (type, pattern, length, bounds), or the body is not JSON "
+        "(not form data for /auth/token); details.fields names each field and the reason",
+    ),
+    "invalid_range": (
+        422,
+        "an end before its start (`to` before `from`, due_date before issue_date, ends_on before starts_on), "
+        "or a period longer than allowed",
+    ),
+    "invalid_amount": (
+        422,
+        "amounts that do not add up: more decimals than the currency has, a total that is not positive or "
+        "too large",
+    ),
+    "assignee_ineligible": (422, "the assignee does not hold the waiting tier's role"),
+    "unknown_reference": (
+        422,
+        "the body names a customer, invoice, user, role, legal entity or portal that does not exist "
+        "(or that the caller may not see)",
+    ),
+    "inconsistent_fields": (422, "fields that contradict each other (e.g. a Peppol endpoint and its scheme)"),
+    "exchange_rate": (422, "an exchange rate is required (other currency) or must be 1 (the entity's own)"),
+    "delegation_refused": (
+        422,
+        "the delegation cannot be made: to yourself, to an unknown or inactive user, a role the delegator "
+        "does not hold, a period already over, longer than a year or ending before it starts",
+    ),
+    "empty_ledger": (422, "the legal entity's ledger has no entries to checkpoint yet"),
+    "legal_entity_required": (422, "the caller acts in several legal entities: name one"),
+    "invalid_cursor": (422, "the cursor is not one this API issued"),
+    "invalid_command": (422, "the workflow refused the command's content (the field is named)"),
+    "over_allocation": (422, "allocations exceed the payment or an invoice's amount due"),
+    "currency_mismatch": (422, "an invoice in another currency than the payment"),
+    "unavailable": (
+        503,
+        "the workflow service or a worker did not answer; retry with the same Idempotency-Key",
+    ),
+}
+
+# Codes every authenticated operation can answer; api/openapi.py adds them from what the operation takes.
+AUTH_CODES = ("unauthenticated",)
+INPUT_CODES = ("invalid_input",)
+BODY_CODES = ("body_too_large",)
+
+
+def errors(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=` for the error codes it can answer (beyond those api/openapi.py adds from what
+    the operation takes: 401 with a bearer token, 422 invalid_input with parameters or a body, 413 with a
+    body). Each status documents the ErrorBody and lists its codes."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        status = CODES[code][0]  # KeyError: a code missing from the catalogue
+        entry = out.setdefault(status, {"model": ErrorBody, "description": "", "x-error-codes": []})
+        entry["x-error-codes"].append(code)
+    for entry in out.values():
+        entry["description"] = describe(entry["x-error-codes"])
+    return out
+
+
+def describe(codes: list[str]) -> str:
+    return "; ".join(f"`{code}`: {CODES[code][1]}" for code in sorted(set(codes)))
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
@@ -81,8 +188,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        details = exc.details
+        if exc.status == 422 and "field" in details and "fields" not in details:
+            # Every 422 names its fields alike, whichever check refused them (as request validation does).
+            details = {**details, "fields": [{"field": details["field"], "reason": exc.message}]}
         return JSONResponse(
-            error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers
+            error_body(exc.code, exc.message, details), status_code=exc.status, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)
@@ -95,13 +206,32 @@ def install(app: FastAPI) -> None:
                 reason = f"invalid JSON at character {where}" + (f": {cause}" if cause else "")
                 fields.append({"field": "body", "reason": reason})
                 continue
-            name = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            loc = err.get("loc", ())
+            # A header is named as it is sent (Idempotency-Key); query and path parameters keep their place.
+            name = str(loc[-1]) if loc[:1] == ("header",) else ".".join(str(p) for p in loc if p != "body")
             fields.append({"field": name or "body", "reason": err.get("msg", "")})
         message = "; ".join(f"{f['field']}: {f['reason']}" for f in fields[:5])
         return JSONResponse(error_body("invalid_input", message, {"fields": fields}), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI answers 400 "There was an error parsing the body" for a body it cannot decode (bytes
+            # that are not UTF-8, a broken multipart form); JSON that does not parse comes as a
+            # RequestValidationError. One status for every unparseable body: 422 invalid_input.
+            return JSONResponse(
+                error_body(
+                    "invalid_input",
+                    "body: the request body could not be parsed (JSON, or form data for /auth/token)",
+                    {"fields": [{"field": "body", "reason": "not parseable"}]},
+                ),
+                status_code=422,
+            )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route matching the path; FastAPI makes one
+            # route per method, so GET and POST on one path used to answer `Allow: POST`.
+            headers["Allow"] = ", ".join(allowed_methods(request))
         code = {
             401: "unauthenticated",
             403: "forbidden",
@@ -109,11 +239,7 @@ def install(app: FastAPI) -> None:
             405: "method_not_allowed",
             413: "body_too_large",
         }.get(exc.status_code, "http_error")
-        return JSONResponse(
-            error_body(code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(WorkflowUpdateFailedError)
     async def _update_failed(_: Request, exc: WorkflowUpdateFailedError) -> JSONResponse:
@@ -130,3 +256,14 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             error_body("unavailable", f"workflow service error: {exc.message}"), status_code=503
         )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method a route serves on the request's path (for the `Allow` header of a 405)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        served = getattr(route, "methods", None)
+        # PARTIAL: the path matches and the method does not; FULL: both (HEAD on a GET route, say).
+        if served and route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(served)
+    return sorted(methods)

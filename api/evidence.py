@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -23,11 +22,15 @@ from activities.ledger import Verification
 from activities.models import LedgerCheckpoint
 from activities.packs import PackError, PackRequest, build_pack, record_pack
 from api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep, entities_for
-from api.errors import Conflict, Invalid, NotFound
+from api.errors import Conflict, Invalid, NotFound, errors
+from api.schemas import Day, Integer, Strict
 from workflows.checkpoint import LedgerCheckpointWorkflow
 from workflows.types import CheckpointRequest, CheckpointRun
 
 router = APIRouter(prefix="/api/v1/evidence", tags=["evidence"])
+# Within the store's BIGINT, and exact as a JSON number read as a double (2**63 - 1 is not: clients and
+# generators rounded it up to 2**63, past what the API then accepted).
+MAX_INTEGER = 2**53 - 1
 
 
 class ChainVerification(BaseModel):
@@ -64,20 +67,22 @@ def _out(result: Verification, seq: int | None) -> ChainVerification:
     )
 
 
-@router.get("/ledger/verify", response_model=list[ChainVerification])
+@router.get(
+    "/ledger/verify", response_model=list[ChainVerification], responses=errors("forbidden", "invalid_range")
+)
 async def verify_ledger(
     ctx: ContextDep,
     session: SessionDep,
     user: CurrentUser,
     entity: Annotated[str | None, Query(max_length=32)] = None,
-    from_seq: Annotated[int | None, Query(alias="from", ge=1)] = None,
-    to_seq: Annotated[int | None, Query(alias="to", ge=1)] = None,
+    from_seq: Annotated[int | None, Query(alias="from", ge=1, le=MAX_INTEGER)] = None,
+    to_seq: Annotated[int | None, Query(alias="to", ge=1, le=MAX_INTEGER)] = None,
 ) -> list[ChainVerification]:
     """Recompute the hash chain of each legal entity the caller may audit (or one, or a seq range),
     against its head and its signed checkpoints: either intact with N entries and the head hash, or the
     first seq where it breaks and how. Each run is recorded in the ledger it verified."""
     if from_seq is not None and to_seq is not None and to_seq < from_seq:
-        raise Invalid("to is before from", field="to")
+        raise Invalid("to is before from", code="invalid_range", field="to")
     entities = entities_for(ctx, session, user.username, "ledger:read", entity)
     out = []
     for code in entities:
@@ -104,7 +109,7 @@ class CheckpointOut(BaseModel):
     signature_valid: bool = Field(description="valid under a key this installation trusts")
 
 
-class CheckpointBody(BaseModel):
+class CheckpointBody(Strict):
     legal_entity: str | None = Field(default=None, max_length=32)
 
 
@@ -112,7 +117,7 @@ def _checkpoint_out(cp: LedgerCheckpoint, trusted: set[str]) -> CheckpointOut:
     return CheckpointOut(**checkpoint_export(cp, trusted))
 
 
-@router.get("/checkpoints", response_model=list[CheckpointOut])
+@router.get("/checkpoints", response_model=list[CheckpointOut], responses=errors("forbidden"))
 async def list_checkpoints(
     ctx: ContextDep,
     session: SessionDep,
@@ -127,7 +132,12 @@ async def list_checkpoints(
     return out
 
 
-@router.post("/checkpoints", response_model=list[CheckpointOut], status_code=201)
+@router.post(
+    "/checkpoints",
+    response_model=list[CheckpointOut],
+    status_code=201,
+    responses=errors("forbidden", "empty_ledger", "ledger_broken", "unavailable"),
+)
 async def make_checkpoints(
     ctx: ContextDep,
     session: SessionDep,
@@ -143,7 +153,11 @@ async def make_checkpoints(
     for code in entities:
         if not queries.ledger_has_entries(session, code):
             if entity is not None:
-                raise Invalid(f"the ledger of {code} has no entries to checkpoint", field="legal_entity")
+                raise Invalid(
+                    f"the ledger of {code} has no entries to checkpoint",
+                    code="empty_ledger",
+                    field="legal_entity",
+                )
             continue
         key = f"{user.username}:{idempotency_key}:{code}" if idempotency_key else uuid.uuid4().hex
         run: CheckpointRun = await ctx.temporal.execute_workflow(
@@ -182,7 +196,7 @@ class ControlOut(BaseModel):
     default_sample_size: int
 
 
-@router.get("/controls", response_model=list[ControlOut])
+@router.get("/controls", response_model=list[ControlOut], responses=errors("forbidden"))
 async def list_controls(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> list[ControlOut]:
     """The control catalogue (policies/controls.toml)."""
     entities_for(ctx, session, user.username, "ledger:read", None)
@@ -202,18 +216,21 @@ async def list_controls(ctx: ContextDep, session: SessionDep, user: CurrentUser)
     ]
 
 
-class PackBody(BaseModel):
+class PackBody(Strict):
     control_id: str = Field(max_length=32)
-    period_start: date
-    period_end: date
-    sample_size: int | None = Field(default=None, ge=0, le=10_000)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    period_start: Day
+    period_end: Day
+    sample_size: Integer | None = Field(default=None, ge=0, le=10_000)
+    seed: Integer | None = Field(default=None, ge=0, le=MAX_INTEGER)
     legal_entity: str | None = Field(default=None, max_length=32)
 
 
 @router.post(
     "/packs",
-    responses={200: {"content": {"application/zip": {}}, "description": "the evidence pack (zip)"}},
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "the evidence pack (zip)"},
+        **errors("forbidden", "not_found", "invalid_range", "unknown_reference"),
+    },
     response_class=Response,
 )
 async def make_pack(
@@ -236,7 +253,9 @@ async def make_pack(
     except PackError as exc:
         if exc.field == "control_id":
             raise NotFound(str(exc)) from None
-        raise Invalid(str(exc), field=exc.field) from None
+        # The period's order and length relate two fields; a legal entity with no population is the store's.
+        code = "invalid_range" if exc.field.startswith("period") else "unknown_reference"
+        raise Invalid(str(exc), code=code, field=exc.field) from None
     await asyncio.to_thread(record_pack, ctx.store, pack, user.username, idempotency_key or "")
     return Response(
         pack.data,

@@ -35,7 +35,7 @@ from activities.models import Customer, Invoice, InvoiceLine, LegalEntity, Porta
 from activities.money import MoneyError, exponent, format_minor, line_amounts, parse_decimal, tax_by_rate
 from api.approvals import ApproveOption, approval_chain, approve_option, rules_state
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
-from api.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unavailable, from_workflow
+from api.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unavailable, errors, from_workflow
 from api.schemas import (
     ApprovalOut,
     ApproveBody,
@@ -73,6 +73,9 @@ router = APIRouter(prefix="/api/v1", tags=["invoices"])
 INVOICE_NAMESPACE = uuid.UUID("6f1d3c52-6a8f-4e59-9d0e-0c5ad7a1c0de")
 T = TypeVar("T")
 MAX_TOTAL = 10**15  # major units of the currency, as for payments
+
+# What every command on an invoice can answer (it goes through _command to the invoice's workflow).
+COMMAND_ERRORS = ("not_found", "forbidden", "transition_refused", "unavailable")
 
 # Commands a person can give, by state-machine event, with the permission each needs.
 COMMANDS = {
@@ -124,12 +127,14 @@ def exchange_rate_for(currency: str, entity: LegalEntity, given: str | None) -> 
         if given is not None:
             raise Invalid(
                 f"exchange_rate: an invoice in {currency}, the currency of {entity.code}, has rate 1",
+                code="exchange_rate",
                 field="exchange_rate",
             )
         return "1"
     if given is None:
         raise Invalid(
             f"exchange_rate is required: {currency} is not {entity.code}'s currency {entity.currency}",
+            code="exchange_rate",
             field="exchange_rate",
         )
     try:
@@ -167,17 +172,19 @@ def build_draft(
     rate = exchange_rate_for(currency, entity, exchange_rate)
     due = due_date or date.fromordinal(issue_date.toordinal() + customer.payment_terms_days)
     if due < issue_date:
-        raise Invalid("due_date is before issue_date", field="due_date")
+        raise Invalid("due_date is before issue_date", code="invalid_range", field="due_date")
     built = build_lines(lines, currency)
     subtotal = sum(ln.net_minor for ln in built)
     # Per rate over the summed nets (EN 16931 BR-CO-17), not the sum of the lines' own taxes: see money.py.
     tax = sum(tax_by_rate((Decimal(ln.tax_rate), ln.net_minor) for ln in built).values())
     if subtotal + tax <= 0:
-        raise Invalid("the invoice total must be positive", field="lines")
+        raise Invalid("the invoice total must be positive", code="invalid_amount", field="lines")
     if subtotal + tax > MAX_TOTAL * 10 ** exponent(currency):
         # Beyond this the amounts overflow the store's BIGINT columns and the Int64 search attribute: the
         # workflow's recording activity would retry forever.
-        raise Invalid(f"the invoice total exceeds {MAX_TOTAL} {currency}", field="lines")
+        raise Invalid(
+            f"the invoice total exceeds {MAX_TOTAL} {currency}", code="invalid_amount", field="lines"
+        )
     return InvoiceDraft(
         customer_id=customer.id,
         currency=currency,
@@ -345,7 +352,18 @@ def _invoice_or_404(session: Session, invoice_id: str, username: str, ctx: AppCo
     "/invoices",
     status_code=201,
     response_model=InvoicePublic,
-    responses={200: {"description": "the same external_id and body again: the existing invoice"}},
+    responses={
+        200: {"description": "the same external_id and body again: the existing invoice"},
+        **errors(
+            "forbidden",
+            "external_id_conflict",
+            "unknown_reference",
+            "exchange_rate",
+            "invalid_range",
+            "invalid_amount",
+            "unavailable",
+        ),
+    },
 )
 async def create_invoice(
     body: InvoiceCreate,
@@ -362,7 +380,9 @@ async def create_invoice(
         if customer is None or not ctx.authorizer.check(
             user.username, customer.legal_entity, "customer:read"
         ):
-            raise Invalid(f"unknown customer {body.customer_id}", field="customer_id")
+            raise Invalid(
+                f"unknown customer {body.customer_id}", code="unknown_reference", field="customer_id"
+            )
         grant = ctx.authorizer.require(user.username, customer.legal_entity, "invoice:create")
         entity = session.get(LegalEntity, customer.legal_entity)
         assert entity is not None
@@ -438,7 +458,7 @@ def _same_or_conflict(
     return present(ctx, session, inv, username)
 
 
-@router.get("/invoices/{invoice_id}", response_model=InvoicePublic)
+@router.get("/invoices/{invoice_id}", response_model=InvoicePublic, responses=errors("not_found"))
 async def get_invoice(
     invoice_id: str, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> InvoicePublic:
@@ -451,10 +471,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         created, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
         return datetime.fromisoformat(created), str(ident)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise Invalid("cursor is not one this API issued", field="cursor") from None
+        raise Invalid("cursor is not one this API issued", code="invalid_cursor", field="cursor") from None
 
 
-@router.get("/invoices", response_model=InvoicePage)
+@router.get("/invoices", response_model=InvoicePage, responses=errors("invalid_cursor"))
 async def list_invoices(
     ctx: ContextDep,
     session: SessionDep,
@@ -494,7 +514,9 @@ async def list_invoices(
     )
 
 
-@router.get("/invoices/{invoice_id}/history", response_model=list[HistoryEntry])
+@router.get(
+    "/invoices/{invoice_id}/history", response_model=list[HistoryEntry], responses=errors("not_found")
+)
 async def invoice_history(
     invoice_id: str, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> list[HistoryEntry]:
@@ -583,7 +605,11 @@ async def _command(
         return present(ctx, session, fresh, username)
 
 
-@router.patch("/invoices/{invoice_id}", response_model=InvoicePublic)
+@router.patch(
+    "/invoices/{invoice_id}",
+    response_model=InvoicePublic,
+    responses=errors(*COMMAND_ERRORS, "exchange_rate", "invalid_range", "invalid_amount", "invalid_command"),
+)
 async def edit_invoice(
     invoice_id: str, body: InvoiceEdit, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
 ) -> InvoicePublic:
@@ -626,7 +652,7 @@ async def edit_invoice(
     )
 
 
-@router.post("/invoices/{invoice_id}/submit", response_model=InvoicePublic)
+@router.post("/invoices/{invoice_id}/submit", response_model=InvoicePublic, responses=errors(*COMMAND_ERRORS))
 async def submit_invoice(
     invoice_id: str,
     ctx: ContextDep,
@@ -647,7 +673,18 @@ async def submit_invoice(
     )
 
 
-@router.post("/invoices/{invoice_id}/approve", response_model=InvoicePublic)
+@router.post(
+    "/invoices/{invoice_id}/approve",
+    response_model=InvoicePublic,
+    responses=errors(
+        *COMMAND_ERRORS,
+        "segregation_of_duties",
+        "no_authority",
+        "tier_already_approved",
+        "tier_out_of_order",
+        "invalid_command",
+    ),
+)
 async def approve_invoice(
     invoice_id: str,
     ctx: ContextDep,
@@ -695,7 +732,11 @@ def approval_error(option: ApproveOption, status: str) -> AppError:
     return err
 
 
-@router.post("/invoices/{invoice_id}/reassign", response_model=InvoicePublic)
+@router.post(
+    "/invoices/{invoice_id}/reassign",
+    response_model=InvoicePublic,
+    responses=errors(*COMMAND_ERRORS, "assignee_ineligible", "invalid_command"),
+)
 async def reassign_approval(
     invoice_id: str, body: ReassignBody, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
 ) -> InvoicePublic:
@@ -707,7 +748,9 @@ async def reassign_approval(
         tier = current_tier(rules_state(inv))
         if tier is not None and tier.role not in ctx.authorizer.roles(body.assignee, inv.legal_entity):
             raise Invalid(
-                f"assignee: {body.assignee} does not hold {tier.role} in {inv.legal_entity}", field="assignee"
+                f"assignee: {body.assignee} does not hold {tier.role} in {inv.legal_entity}",
+                code="assignee_ineligible",
+                field="assignee",
             )
         return Actor(user.username, grant.roles, grant.rule)
 
@@ -723,7 +766,11 @@ async def reassign_approval(
     )
 
 
-@router.post("/invoices/{invoice_id}/reject", response_model=InvoicePublic)
+@router.post(
+    "/invoices/{invoice_id}/reject",
+    response_model=InvoicePublic,
+    responses=errors(*COMMAND_ERRORS, "invalid_command"),
+)
 async def reject_invoice(
     invoice_id: str, body: ReasonBody, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
 ) -> InvoicePublic:
@@ -739,7 +786,11 @@ async def reject_invoice(
     )
 
 
-@router.post("/invoices/{invoice_id}/fix", response_model=InvoicePublic)
+@router.post(
+    "/invoices/{invoice_id}/fix",
+    response_model=InvoicePublic,
+    responses=errors(*COMMAND_ERRORS, "invalid_command"),
+)
 async def fix_invoice(
     invoice_id: str, body: FixBody, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
 ) -> InvoicePublic:
@@ -757,7 +808,11 @@ async def fix_invoice(
     )
 
 
-@router.post("/invoices/{invoice_id}/void", response_model=InvoicePublic)
+@router.post(
+    "/invoices/{invoice_id}/void",
+    response_model=InvoicePublic,
+    responses=errors(*COMMAND_ERRORS, "invalid_command"),
+)
 async def void_invoice(
     invoice_id: str, body: ReasonBody, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
 ) -> InvoicePublic:

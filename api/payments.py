@@ -17,7 +17,7 @@ from activities import queries
 from activities.db import reading
 from activities.money import MoneyError, amount_to_minor, format_minor
 from api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep
-from api.errors import Conflict, Invalid, NotFound, from_workflow
+from api.errors import Conflict, Invalid, NotFound, errors, from_workflow
 from api.invoices import await_workflow
 from api.schemas import AllocationOut, PaymentCreate, PaymentPublic
 from workflows import states
@@ -32,10 +32,28 @@ def _minor(text: str, currency: str, field: str) -> int:
     try:
         return amount_to_minor(text, currency, field)
     except MoneyError as exc:
-        raise Invalid(f"{exc.field}: {exc}", field=exc.field) from None
+        # The pattern of an amount states its form and bounds; what is left is a rule between two fields:
+        # more decimal places than the currency has.
+        raise Invalid(f"{exc.field}: {exc}", code="invalid_amount", field=exc.field) from None
 
 
-@router.post("/payments", status_code=201, response_model=PaymentPublic)
+@router.post(
+    "/payments",
+    status_code=201,
+    response_model=PaymentPublic,
+    responses=errors(
+        "forbidden",
+        "unknown_reference",
+        "inconsistent_fields",
+        "invalid_amount",
+        "currency_mismatch",
+        "over_allocation",
+        "idempotency_key_conflict",
+        "transition_refused",
+        "invalid_command",
+        "unavailable",
+    ),
+)
 async def record_payment(
     body: PaymentCreate, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
 ) -> PaymentPublic:
@@ -46,7 +64,9 @@ async def record_payment(
         if customer is None or not ctx.authorizer.check(
             user.username, customer.legal_entity, "customer:read"
         ):
-            raise Invalid(f"unknown customer {body.customer_id}", field="customer_id")
+            raise Invalid(
+                f"unknown customer {body.customer_id}", code="unknown_reference", field="customer_id"
+            )
         grant = ctx.authorizer.require(user.username, customer.legal_entity, "payment:record")
         total = _minor(body.amount, body.currency, "amount")
         planned = []
@@ -55,13 +75,16 @@ async def record_payment(
             field = f"allocations.{i}"
             if alloc.invoice_id in seen:
                 raise Invalid(
-                    f"{field}.invoice_id: invoice allocated twice in one payment", field=f"{field}.invoice_id"
+                    f"{field}.invoice_id: invoice allocated twice in one payment",
+                    code="inconsistent_fields",
+                    field=f"{field}.invoice_id",
                 )
             seen.add(alloc.invoice_id)
             inv = queries.invoice_by_id(session, alloc.invoice_id)
             if inv is None or inv.legal_entity != customer.legal_entity or inv.customer_id != customer.id:
                 raise Invalid(
                     f"{field}.invoice_id: no invoice {alloc.invoice_id} of this customer",
+                    code="unknown_reference",
                     field=f"{field}.invoice_id",
                 )
             if inv.currency != body.currency:
@@ -189,7 +212,7 @@ def _present(session: SessionDep, payment_id: str) -> PaymentPublic:
     )
 
 
-@router.get("/payments/{payment_id}", response_model=PaymentPublic)
+@router.get("/payments/{payment_id}", response_model=PaymentPublic, responses=errors("not_found"))
 async def get_payment(
     payment_id: str, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> PaymentPublic:

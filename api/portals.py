@@ -8,7 +8,7 @@ updates then go to the invoice workflows as signals, and the portal gets the ans
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 
@@ -16,13 +16,32 @@ from activities.portals.activity import portal_update
 from activities.portals.base import PortalError
 from activities.submission import route_updates
 from api.deps import ContextDep
-from api.errors import NotFound
+from api.errors import NotFound, errors
 
 log = logging.getLogger("cashcycle.portals")
 router = APIRouter(prefix="/api/v1/portals", tags=["portals"])
 
 
-@router.post("/{portal}/inbound", response_class=Response)
+_PROTOCOL: dict[str, Any] = {
+    "text/xml": {},
+    "text/plain": {},
+}  # cXML answers in cXML; Coupa-style and Peppol in status lines
+_ERRORS = errors("not_found", "unavailable")
+# A portal that does not push (Coupa-style: Cashcycle polls it) refuses a push with a bare 404.
+_ERRORS[404]["content"] = {"text/plain": {}}
+
+
+@router.post(
+    "/{portal}/inbound",
+    response_class=Response,
+    responses={
+        200: {"description": "accepted (cXML: a Response document)", "content": _PROTOCOL},
+        204: {"description": "accepted (Coupa-style)"},
+        400: {"description": "the push is malformed for the portal's protocol", "content": _PROTOCOL},
+        401: {"description": "the push's credentials or signature are refused", "content": _PROTOCOL},
+        **_ERRORS,
+    },
+)
 async def portal_push(
     portal: Annotated[str, Path(max_length=64)], request: Request, ctx: ContextDep
 ) -> Response:

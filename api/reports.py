@@ -20,7 +20,7 @@ from activities import queries
 from activities.db import Store, reading
 from activities.portal_reports import PortalReport, portal_report
 from api.deps import ContextDep, CurrentUser, SessionDep, entities_for
-from api.errors import Invalid, NotFound
+from api.errors import Invalid, NotFound, errors
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
@@ -115,7 +115,11 @@ def _run(
         return portal_report(session, entities, start, end, portal, customer_id)
 
 
-@router.get("/portals", response_model=PortalReportOut)
+@router.get(
+    "/portals",
+    response_model=PortalReportOut,
+    responses=errors("forbidden", "not_found", "invalid_range"),
+)
 async def portals_report(
     ctx: ContextDep,
     session: SessionDep,
@@ -130,9 +134,9 @@ async def portals_report(
     for the invoices whose first portal submission fell in the period (UTC days), in every legal entity
     the caller may report on (or `entity`), optionally one portal or one customer."""
     if period_end < period_start:
-        raise Invalid("to is before from", field="to")
+        raise Invalid("to is before from", code="invalid_range", field="to")
     if (period_end - period_start).days + 1 > MAX_PERIOD_DAYS:
-        raise Invalid(f"a period is at most {MAX_PERIOD_DAYS} days", field="to")
+        raise Invalid(f"a period is at most {MAX_PERIOD_DAYS} days", code="invalid_range", field="to")
     entities = entities_for(ctx, session, user.username, "report:read", entity)
     if customer_id is not None:
         # Unknown and not-yours look the same: the report does not reveal other entities' customers.

@@ -1,25 +1,141 @@
-"""Request and response bodies of API v1. Amounts, quantities and rates are decimal strings."""
+"""Request and response bodies of API v1. Amounts, quantities and rates are decimal strings.
+
+Every rule a single field obeys is in its schema, so that a client generated from the OpenAPI document
+builds no request the API refuses with `invalid_input`: free text has no control characters (and is not
+blank where it is required), decimal strings carry their bounds and places in a pattern, currencies are
+the ISO 4217 codes that have a minor unit. What relates fields to each other or to the store is checked by
+the routes, with the codes api/errors.py lists.
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+import iso4217
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
+from activities.directory import KNOWN_ROLES
 from activities.einvoice import COUNTRY_CODES, EAS_SCHEMES, VAT_PREFIXES, endpoint_problem
 
 EXTERNAL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/#-]*$"
 
-
 # C0 control characters but tab, line feed and carriage return, and DEL. PostgreSQL cannot store NUL in
 # text at all: accepted here, it made the workflow's recording activity fail and retry forever.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+_CONTROL = re.compile(f"[{_CONTROLS}]")
+# The whitespace pydantic strips from text (Unicode White_Space) that is not a refused control character.
+_SPACES = r"\t\n\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TEXT = f"^[^{_CONTROLS}]*$"
+NONBLANK_TEXT = f"^[^{_CONTROLS}]*[^{_CONTROLS}{_SPACES}][^{_CONTROLS}]*$"
+
+
+def positive_decimal(digits: int, places: int) -> str:
+    """A decimal string > 0 with at most `digits` digits before the point (leading zeros aside) and at
+    most `places` after it, in plain ASCII digits: what activities.money.parse_decimal takes within those
+    bounds."""
+    whole = rf"0*[1-9][0-9]{{0,{digits - 1}}}(\.[0-9]{{1,{places}}})?"
+    fractions = "|".join(f"0{{{k}}}[1-9][0-9]{{0,{places - 1 - k}}}" for k in range(places))
+    return rf"^(?:{whole}|0+\.(?:{fractions}))$"
+
+
+def decimal_at_least_zero(digits: int, places: int) -> str:
+    return rf"^[0-9]{{1,{digits}}}(\.[0-9]{{1,{places}}})?$"
+
+
+QUANTITY = positive_decimal(9, 6)  # money.parse_decimal: > 0, <= 1e9, 6 places
+UNIT_PRICE = decimal_at_least_zero(12, 6)  # >= 0, <= 1e12, 6 places
+TAX_RATE = r"^(?:100(\.0{1,4})?|[0-9]{1,2}(\.[0-9]{1,4})?)$"  # percent 0-100, 4 places
+EXCHANGE_RATE = positive_decimal(9, 10)  # > 0, <= 1e9, 10 places
+# > 0, < 1e15, at most 4 places (the most any currency has); more than the currency's own places is a 422
+# invalid_amount, a rule between two fields.
+AMOUNT = positive_decimal(15, 4)
+
+
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, str | bool):  # pydantic would take "30" and true for 30 and 1
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+def _json_date(value: Any) -> Any:
+    if not isinstance(value, str | date):
+        raise ValueError("must be a date written as a string, YYYY-MM-DD")
+    return value
+
+
+# JSON types as the schema states them: pydantic's lax mode also took "30" for an integer, 0 for false and
+# a number of seconds for a date, requests the schema calls invalid.
+Integer = Annotated[int, BeforeValidator(_json_integer)]
+Day = Annotated[date, BeforeValidator(_json_date)]
+
+# Exact values: not stripped (a pattern says what is accepted, surrounding spaces included).
+Exact = Annotated[str, StringConstraints(strip_whitespace=False)]
+
+CURRENCIES = sorted(c.code for c in iso4217.Currency if c.exponent is not None)
+
+
+def _invoicing_currency(value: str) -> str:
+    if value not in CURRENCIES:
+        raise ValueError(f"{value!r} is not an ISO 4217 currency code with a minor unit")
+    return value
+
+
+_NOT_TEXT = _CONTROLS + _SPACES.replace(" ", "")  # what an e-mail address part cannot contain
+EMAIL = rf"^$|^[^@ {_NOT_TEXT}]+@[^@ {_NOT_TEXT}]+\.[^@ {_NOT_TEXT}]+$"
+COUNTRY = "^$|^(?:" + "|".join(sorted(COUNTRY_CODES)) + ")$"
+# EN 16931 BR-CO-09: e-invoices refuse a VAT identifier that does not start with a country code (EL: Greece).
+VAT_ID = "^$|^(?:" + "|".join(sorted(VAT_PREFIXES)) + f")[^{_CONTROLS}]*$"
+EAS_SCHEME = "^$|^(?:" + "|".join(sorted(EAS_SCHEMES)) + ")$"
+
+Currency = Annotated[
+    str,
+    StringConstraints(strip_whitespace=False),
+    AfterValidator(_invoicing_currency),
+    WithJsonSchema({"type": "string", "enum": CURRENCIES, "description": "ISO 4217 code"}),
+]
+
+
+def _known_role(value: str) -> str:
+    if value not in KNOWN_ROLES:
+        raise ValueError(f"unknown role {value}; known: {', '.join(sorted(KNOWN_ROLES))}")
+    return value
+
+
+Role = Annotated[
+    str,
+    StringConstraints(strip_whitespace=False),
+    AfterValidator(_known_role),
+    WithJsonSchema({"type": "string", "enum": sorted(KNOWN_ROLES)}),
+]
+USERNAME = r"^[A-Za-z0-9._]{1,64}$"  # activities.directory.add_user
+
+
+def _text_patterns(schema: dict[str, Any]) -> None:
+    """Free text in the schema says what the validator below refuses: no control characters, and not
+    blank when the field is required to be non-empty (text is stripped before its length is checked)."""
+    for prop in schema.get("properties", {}).values():
+        for variant in prop.get("anyOf", [prop]):
+            if (
+                variant.get("type") == "string"
+                and not {"pattern", "format", "enum", "const"} & variant.keys()
+            ):
+                variant["pattern"] = NONBLANK_TEXT if variant.get("minLength", 0) >= 1 else TEXT
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_text_patterns)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -36,46 +152,51 @@ class Token(BaseModel):
 
 class LineIn(Strict):
     description: str = Field(min_length=1, max_length=500)
-    quantity: str = Field(max_length=40, description="decimal string, > 0", examples=["10"])
-    unit_price: str = Field(max_length=40, description="decimal string, >= 0", examples=["125.00"])
-    tax_rate: str = Field(max_length=12, description="percent, decimal string 0-100", examples=["20"])
+    quantity: Exact = Field(
+        pattern=QUANTITY, description="decimal string, > 0, < 1e9, 6 places", examples=["10"]
+    )
+    unit_price: Exact = Field(
+        pattern=UNIT_PRICE, description="decimal string, >= 0, < 1e12, 6 places", examples=["125.00"]
+    )
+    tax_rate: Exact = Field(pattern=TAX_RATE, description="percent, decimal string 0-100", examples=["20"])
 
 
 class InvoiceCreate(Strict):
-    external_id: str = Field(
+    external_id: Exact = Field(
         min_length=1,
         max_length=100,
         pattern=EXTERNAL_ID,
         description="the ERP's document id; the idempotency key of the creation",
     )
     customer_id: str = Field(min_length=1, max_length=36)
-    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
-    issue_date: date
-    due_date: date | None = Field(default=None, description="default: issue date + the customer's terms")
+    currency: Currency
+    issue_date: Day
+    due_date: Day | None = Field(default=None, description="default: issue date + the customer's terms")
     po_number: str | None = Field(default=None, max_length=100)
     lines: list[LineIn] = Field(min_length=1, max_length=500)
-    exchange_rate: str | None = Field(
+    exchange_rate: Exact | None = Field(
         default=None,
-        max_length=40,
-        description="units of the legal entity's currency per unit of the invoice currency; required when "
-        "they differ (approval tiers are amounts in the entity's currency)",
+        pattern=EXCHANGE_RATE,
+        description="decimal string > 0, 10 places: units of the legal entity's currency per unit of the "
+        "invoice currency; required when they differ (approval tiers are amounts in the entity's currency), "
+        "1 when they do not (422 exchange_rate)",
     )
 
 
 class InvoiceEdit(Strict):
     """Fields to change on a draft; absent fields keep their value."""
 
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
-    issue_date: date | None = None
-    due_date: date | None = None
+    currency: Currency | None = None
+    issue_date: Day | None = None
+    due_date: Day | None = None
     po_number: str | None = Field(default=None, max_length=100)
     lines: list[LineIn] | None = Field(default=None, min_length=1, max_length=500)
-    exchange_rate: str | None = Field(default=None, max_length=40)
+    exchange_rate: Exact | None = Field(default=None, pattern=EXCHANGE_RATE)
 
 
 class ApproveBody(Strict):
     comment: str = Field(default="", max_length=2000)
-    tier: int | None = Field(
+    tier: Integer | None = Field(
         default=None,
         ge=1,
         le=20,
@@ -85,7 +206,7 @@ class ApproveBody(Strict):
 
 
 class ReassignBody(Strict):
-    tier: int = Field(ge=1, le=20)
+    tier: Integer = Field(ge=1, le=20)
     assignee: str = Field(min_length=1, max_length=64)
     reason: str = Field(min_length=1, max_length=2000)
 
@@ -207,76 +328,54 @@ class CustomerCreate(Strict):
     legal_entity: str | None = Field(
         default=None, max_length=32, description="default: the caller's only legal entity"
     )
-    external_ref: str | None = Field(default=None, max_length=100, pattern=EXTERNAL_ID)
+    external_ref: Exact | None = Field(default=None, max_length=100, pattern=EXTERNAL_ID)
     name: str = Field(min_length=1, max_length=200)
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    payment_terms_days: int = Field(default=30, ge=0, le=365)
-    email: str = Field(default="", max_length=254, pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    currency: Currency
+    payment_terms_days: Integer = Field(default=30, ge=0, le=365)
+    email: Exact = Field(default="", max_length=254, pattern=EMAIL)
     contact_name: str = Field(default="", max_length=200)
     address: str = Field(default="", max_length=500, description="free text, as printed on PDF invoices")
-    country: str = Field(default="", pattern=r"^$|^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
-    vat_id: str = Field(default="", max_length=32, description="with its country prefix, e.g. DE123456789")
+    country: Exact = Field(default="", pattern=COUNTRY, description="ISO 3166-1 alpha-2")
+    vat_id: Exact = Field(
+        default="", max_length=32, pattern=VAT_ID, description="with its country prefix, e.g. DE123456789"
+    )
     # The buyer on e-invoices (EN 16931 BG-7, BG-8; Peppol BIS Billing 3.0).
     street: str = Field(default="", max_length=200)
     city: str = Field(default="", max_length=100)
     postal_code: str = Field(default="", max_length=20)
-    endpoint_scheme: str = Field(
+    endpoint_scheme: Exact = Field(
         default="",
-        pattern=r"^$|^[0-9]{4}$",
+        pattern=EAS_SCHEME,
         description="EAS code of the Peppol endpoint, e.g. 0088 (GLN), 9930 (German VAT), 0009 (SIRET)",
     )
     endpoint_id: str = Field(
         default="",
         max_length=100,
-        validate_default=True,
-        description="the customer's Peppol participant identifier under endpoint_scheme",
+        description="the customer's Peppol participant identifier under endpoint_scheme (required with it, "
+        "checked against the scheme's format and check digits: 422 inconsistent_fields)",
     )
     company_id: str = Field(default="", max_length=50, description="legal registration number (BT-47)")
-    po_required: bool = Field(default=False, description="their AP refuses invoices without a PO number")
+    po_required: StrictBool = Field(
+        default=False, description="their AP refuses invoices without a PO number"
+    )
     buyer_reference: str = Field(default="", max_length=100, description="BT-10, quoted on every invoice")
-    portal: str = Field(
+    portal: Exact = Field(
         default="email",
         max_length=64,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="the channel invoices reach them through: a configured portal's name, or email",
     )
 
-    @field_validator("country")
-    @classmethod
-    def _known_country(cls, value: str) -> str:
-        if value and value not in COUNTRY_CODES:
-            raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code")
-        return value
-
-    @field_validator("vat_id")
-    @classmethod
-    def _vat_id_prefixed(cls, value: str) -> str:
-        # EN 16931 BR-CO-09: e-invoices refuse a VAT identifier that does not start with a country code.
-        if value and value[:2] not in VAT_PREFIXES:
-            raise ValueError("must start with its country code, e.g. DE123456789 (EL for Greece)")
-        return value
-
-    @field_validator("endpoint_scheme")
-    @classmethod
-    def _known_scheme(cls, value: str) -> str:
-        if value and value not in EAS_SCHEMES:
-            raise ValueError(f"{value} is not an electronic address scheme (EAS) Peppol accepts")
-        return value
-
-    @field_validator("endpoint_id")
-    @classmethod
-    def _valid_endpoint(cls, value: str, info: ValidationInfo) -> str:
-        if "endpoint_scheme" not in info.data:  # the scheme itself was refused: that error says it
-            return value
-        scheme = info.data["endpoint_scheme"]
-        if value and not scheme:
-            raise ValueError("needs its endpoint_scheme (the EAS code)")
-        if scheme and not value:
-            raise ValueError(f"is required with endpoint_scheme {scheme}")
-        problem = endpoint_problem(scheme, value) if value else None
-        if problem:
-            raise ValueError(problem)
-        return value
+    def endpoint_problem(self) -> str | None:
+        """What is wrong between endpoint_scheme and endpoint_id (a rule between two fields), if anything."""
+        if self.endpoint_id and not self.endpoint_scheme:
+            return "endpoint_id needs its endpoint_scheme (the EAS code)"
+        if self.endpoint_scheme and not self.endpoint_id:
+            return f"endpoint_id is required with endpoint_scheme {self.endpoint_scheme}"
+        if self.endpoint_id:
+            problem = endpoint_problem(self.endpoint_scheme, self.endpoint_id)
+            return f"endpoint_id: {problem}" if problem else None
+        return None
 
 
 class CustomerPublic(BaseModel):
@@ -306,14 +405,14 @@ class CustomerPublic(BaseModel):
 
 class AllocationIn(Strict):
     invoice_id: str = Field(min_length=1, max_length=36)
-    amount: str = Field(max_length=40)
+    amount: Exact = Field(pattern=AMOUNT, description="decimal string > 0, in the payment's currency")
 
 
 class PaymentCreate(Strict):
     customer_id: str = Field(min_length=1, max_length=36)
-    amount: str = Field(max_length=40)
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    received_on: date
+    amount: Exact = Field(pattern=AMOUNT, description="decimal string > 0, at most the currency's places")
+    currency: Currency
+    received_on: Day
     reference: str = Field(min_length=1, max_length=140)
     allocations: list[AllocationIn] = Field(min_length=1, max_length=500)
 
