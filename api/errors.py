@@ -15,6 +15,7 @@ before `from`, an amount with more decimals than its currency has).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,7 +23,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -259,11 +259,14 @@ def install(app: FastAPI) -> None:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method a route serves on the request's path (for the `Allow` header of a 405)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        served = getattr(route, "methods", None)
-        # PARTIAL: the path matches and the method does not; FULL: both (HEAD on a GET route, say).
-        if served and route.matches(request.scope)[0] != Match.NONE:
-            methods |= set(served)
-    return sorted(methods)
+    """The methods the OpenAPI document gives the request's path (for the `Allow` header of a 405): what
+    the API serves there, as clients generated from the document know it."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi()["paths"]
+    for template, item in paths.items():
+        pattern = "[^/]+".join(re.escape(part) for part in re.split(r"\{[^/}]+\}", template))
+        if re.fullmatch(pattern, request.url.path):
+            return sorted(method.upper() for method in item if method in _HTTP_METHODS)
+    return []
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

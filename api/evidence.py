@@ -23,7 +23,7 @@ from activities.models import LedgerCheckpoint
 from activities.packs import PackError, PackRequest, build_pack, record_pack
 from api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep, entities_for
 from api.errors import Conflict, Invalid, NotFound, errors
-from api.schemas import Day, Integer, Strict
+from api.schemas import JSON_INTEGER, Day, Strict
 from workflows.checkpoint import LedgerCheckpointWorkflow
 from workflows.types import CheckpointRequest, CheckpointRun
 
@@ -220,8 +220,8 @@ class PackBody(Strict):
     control_id: str = Field(max_length=32)
     period_start: Day
     period_end: Day
-    sample_size: Integer | None = Field(default=None, ge=0, le=10_000)
-    seed: Integer | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    sample_size: Annotated[int, Field(ge=0, le=10_000), JSON_INTEGER] | None = None
+    seed: Annotated[int, Field(ge=0, le=MAX_INTEGER), JSON_INTEGER] | None = None
     legal_entity: str | None = Field(default=None, max_length=32)
 
 

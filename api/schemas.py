@@ -77,7 +77,9 @@ def _json_date(value: Any) -> Any:
 
 # JSON types as the schema states them: pydantic's lax mode also took "30" for an integer, 0 for false and
 # a number of seconds for a date, requests the schema calls invalid.
-Integer = Annotated[int, BeforeValidator(_json_integer)]
+# An integer field is `Annotated[int, Field(ge=..., le=...), JSON_INTEGER]`: the bounds before the validator,
+# or pydantic writes them into the schema as "ge"/"le", which no JSON Schema reader knows.
+JSON_INTEGER = BeforeValidator(_json_integer)
 Day = Annotated[date, BeforeValidator(_json_date)]
 
 # Exact values: not stripped (a pattern says what is accepted, surrounding spaces included).
@@ -196,17 +198,15 @@ class InvoiceEdit(Strict):
 
 class ApproveBody(Strict):
     comment: str = Field(default="", max_length=2000)
-    tier: Integer | None = Field(
+    tier: Annotated[int, Field(ge=1, le=20), JSON_INTEGER] | None = Field(
         default=None,
-        ge=1,
-        le=20,
         description="the tier you are approving (default: the one waiting); a tier "
         "someone approved meanwhile is refused with 409 tier_already_approved",
     )
 
 
 class ReassignBody(Strict):
-    tier: Integer = Field(ge=1, le=20)
+    tier: Annotated[int, Field(ge=1, le=20), JSON_INTEGER]
     assignee: str = Field(min_length=1, max_length=64)
     reason: str = Field(min_length=1, max_length=2000)
 
@@ -331,7 +331,7 @@ class CustomerCreate(Strict):
     external_ref: Exact | None = Field(default=None, max_length=100, pattern=EXTERNAL_ID)
     name: str = Field(min_length=1, max_length=200)
     currency: Currency
-    payment_terms_days: Integer = Field(default=30, ge=0, le=365)
+    payment_terms_days: Annotated[int, Field(ge=0, le=365), JSON_INTEGER] = 30
     email: Exact = Field(default="", max_length=254, pattern=EMAIL)
     contact_name: str = Field(default="", max_length=200)
     address: str = Field(default="", max_length=500, description="free text, as printed on PDF invoices")
