@@ -1,5 +1,7 @@
 """${message}
 
+Downgrade: <when it runs, and what makes it refuse: the data it would destroy, named in downgrade()>
+
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
@@ -8,6 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel
 ${imports if imports else ""}
+from activities.db import refuse_downgrade_losing
+
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
@@ -20,4 +24,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Before anything changes: what the downgrade would destroy -> a query counting the rows holding it.
+    refuse_downgrade_losing(op.get_bind(), revision, {})
     ${downgrades if downgrades else "pass"}

@@ -630,7 +630,9 @@ TABLES_OF_THE_FIRST_RELEASE = (
 class Release:
     build: Callable[[Dataset], None]  # what a store at this revision can hold, added to the earlier ones'
     reads: Callable[[Session, Dataset], None]  # how the API's queries read it once the store is at head
-    refused: set[str]  # what the downgrade below this revision names, with that data in the store
+    # What the downgrade below this revision names as lost with that data in the store; empty for a
+    # revision whose downgrade loses nothing (and then `build` adds nothing that one would drop).
+    refused: set[str]
 
 
 RELEASES: dict[str, Release] = {
