@@ -13,6 +13,7 @@ payments and delegations, so that create -> read -> submit -> approve can be fol
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,31 +22,73 @@ from fastapi.openapi.utils import get_openapi
 from api.errors import AUTH_CODES, BODY_CODES, CODES, INPUT_CODES, ErrorBody, describe
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+@dataclass(frozen=True)
+class _Constant:
+    """A value a link sets as it is (not a field of the source's answer)."""
+
+    value: Any
+
+
 _REF = "#/components/schemas/"
 
-# (source operation, where its answer holds the id, target operation or "invoice" for every operation on
-# an invoice, the request body field the id fills in the target or None for its path parameter).
-# Operations answering an invoice are linked generically in _document_links.
-_LINKS: list[tuple[str, str, str, str | None]] = [
-    ("post /api/v1/customers", "$response.body#/id", "get /api/v1/customers/{customer_id}", None),
-    ("post /api/v1/customers", "$response.body#/id", "post /api/v1/invoices", "customer_id"),
-    ("get /api/v1/customers", "$response.body#/0/id", "post /api/v1/invoices", "customer_id"),
-    ("get /api/v1/customers", "$response.body#/0/id", "get /api/v1/customers/{customer_id}", None),
-    ("post /api/v1/payments", "$response.body#/id", "get /api/v1/payments/{payment_id}", None),
+
+@dataclass(frozen=True)
+class _Gives:
+    """What a source's object gives a linked operation."""
+
+    path: str | None = None  # the field holding the target's path parameter
+    body: dict[str, Any] = field(
+        default_factory=dict
+    )  # target body field -> the object's field, or _Constant
+
+
+# An invoice in the customer's currency, with a rate of 1 (required for a currency not the legal entity's,
+# and the only one allowed for its own) and the due date from the payment terms: a link that mostly leads
+# to an invoice, where bodies drawn from the schema alone mostly meet the rules between fields instead.
+_CUSTOMER_TO_INVOICE: dict[str, Any] = {
+    "customer_id": "id",
+    "currency": "currency",
+    "exchange_rate": _Constant("1"),
+    "due_date": _Constant(None),
+}
+# A new customer's id is a fresh external_id too (a UUID fits its pattern): a first invoice of it, where a
+# generated external_id ("0", say) would mostly name an invoice created before.
+_NEW_CUSTOMER_TO_INVOICE = {**_CUSTOMER_TO_INVOICE, "external_id": "id"}
+_INVOICES = "post /api/v1/invoices"
+_REVOKE = "post /api/v1/delegations/{delegation_id}/revoke"
+
+# (source operation, where its answer holds the object, target operation or "invoice" for every operation
+# on an invoice, what the object gives it). Operations answering an invoice are linked to every operation
+# on it in _document_links; a later entry for the same source and target replaces an earlier one.
+_LINKS: list[tuple[str, str, str, _Gives]] = [
+    ("post /api/v1/customers", "$response.body#", "get /api/v1/customers/{customer_id}", _Gives("id")),
+    ("post /api/v1/customers", "$response.body#", _INVOICES, _Gives(body=_NEW_CUSTOMER_TO_INVOICE)),
+    ("get /api/v1/customers", "$response.body#/0", _INVOICES, _Gives(body=_CUSTOMER_TO_INVOICE)),
+    ("get /api/v1/customers", "$response.body#/0", "get /api/v1/customers/{customer_id}", _Gives("id")),
+    ("post /api/v1/payments", "$response.body#", "get /api/v1/payments/{payment_id}", _Gives("id")),
     (
         "post /api/v1/delegations",
-        "$response.body#/id",
+        "$response.body#",
         "post /api/v1/delegations/{delegation_id}/revoke",
-        None,
+        _Gives("id"),
     ),
     (
         "get /api/v1/delegations",
-        "$response.body#/0/id",
+        "$response.body#/0",
         "post /api/v1/delegations/{delegation_id}/revoke",
-        None,
+        _Gives("id"),
     ),
-    ("get /api/v1/invoices", "$response.body#/items/0/id", "invoice", None),
-    ("get /api/v1/approvals/inbox", "$response.body#/0/invoice_id", "invoice", None),
+    ("get /api/v1/invoices", "$response.body#/items/0", "invoice", _Gives("id")),
+    ("get /api/v1/approvals/inbox", "$response.body#/0", "invoice", _Gives("invoice_id")),
+    # What the inbox lists is waiting for the caller at a tier: approve that tier.
+    (
+        "get /api/v1/approvals/inbox",
+        "$response.body#/0",
+        "post /api/v1/invoices/{invoice_id}/approve",
+        _Gives("invoice_id", {"tier": "tier"}),
+    ),
 ]
 
 
@@ -103,11 +146,7 @@ def _link_name(method: str, path: str) -> str:
 
 
 def _add_link(
-    schema: dict[str, Any],
-    source: tuple[str, str],
-    target: tuple[str, str],
-    expression: str,
-    field: str | None,
+    schema: dict[str, Any], source: tuple[str, str], target: tuple[str, str], at: str, gives: _Gives
 ) -> None:
     method, path = source
     op = schema["paths"].get(path, {}).get(method)
@@ -115,11 +154,15 @@ def _add_link(
     if op is None or target_op is None:
         raise LookupError(f"link {source} -> {target}: no such operation")
     link: dict[str, Any] = {"operationId": target_op["operationId"]}
-    if field is not None:
-        link["requestBody"] = {field: expression}  # merged into the generated body
-    else:
+    if gives.path is not None:
         (name,) = [p["name"] for p in target_op.get("parameters", []) if p["in"] == "path"]
-        link["parameters"] = {f"path.{name}": expression}
+        link["parameters"] = {f"path.{name}": f"{at}/{gives.path}"}
+    if gives.body:
+        # Merged into the body generated for the target: the rest of it is still drawn from the schema.
+        link["requestBody"] = {
+            name: value.value if isinstance(value, _Constant) else f"{at}/{value}"
+            for name, value in gives.body.items()
+        }
     for status, response in op["responses"].items():
         if status.startswith("2"):
             response.setdefault("links", {})[_link_name(*target)] = link
@@ -143,11 +186,11 @@ def _document_links(schema: dict[str, Any]) -> None:
     for method, path, op in _operations(schema):
         if _returns(op, "InvoicePublic"):
             for invoice_op in invoice_ops:
-                _add_link(schema, (method, path), invoice_op, "$response.body#/id", None)
-    for source, expression, target, field in _LINKS:
+                _add_link(schema, (method, path), invoice_op, "$response.body#", _Gives("id"))
+    for source, at, target, gives in _LINKS:
         targets = invoice_ops if target == "invoice" else [_split(target)]
         for target_op in targets:
-            _add_link(schema, _split(source), target_op, expression, field)
+            _add_link(schema, _split(source), target_op, at, gives)
 
 
 def _split(operation: str) -> tuple[str, str]:

@@ -41,6 +41,17 @@ _ERRORS[404]["content"] = {"text/plain": {}}
         401: {"description": "the push's credentials or signature are refused", "content": _PROTOCOL},
         **_ERRORS,
     },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "the portal's own document: a cXML StatusUpdateRequest with its shared secret, a "
+            "signed Peppol invoice response",
+            "content": {
+                "text/xml": {"schema": {"type": "string"}},
+                "application/xml": {"schema": {"type": "string"}},
+            },
+        }
+    },
 )
 async def portal_push(
     portal: Annotated[str, Path(max_length=64)], request: Request, ctx: ContextDep

@@ -21,6 +21,7 @@ from activities.db import Store, reading
 from activities.portal_reports import PortalReport, portal_report
 from api.deps import ContextDep, CurrentUser, SessionDep, entities_for
 from api.errors import Invalid, NotFound, errors
+from api.schemas import Day
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
@@ -124,8 +125,8 @@ async def portals_report(
     ctx: ContextDep,
     session: SessionDep,
     user: CurrentUser,
-    period_start: Annotated[date, Query(alias="from", description="first day (UTC), inclusive")],
-    period_end: Annotated[date, Query(alias="to", description="last day (UTC), inclusive")],
+    period_start: Annotated[Day, Query(alias="from", description="first day (UTC), inclusive")],
+    period_end: Annotated[Day, Query(alias="to", description="last day (UTC), inclusive")],
     entity: Annotated[str | None, Query(max_length=32)] = None,
     portal: Annotated[str | None, Query(max_length=64)] = None,
     customer_id: Annotated[str | None, Query(max_length=36)] = None,

@@ -35,6 +35,7 @@ EXTERNAL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/#-]*$"
 # text at all: accepted here, it made the workflow's recording activity fail and retry forever.
 _CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
 _CONTROL = re.compile(f"[{_CONTROLS}]")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # The whitespace pydantic strips from text (Unicode White_Space) that is not a refused control character.
 _SPACES = r"\t\n\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 TEXT = f"^[^{_CONTROLS}]*$"
@@ -70,7 +71,8 @@ def _json_integer(value: Any) -> Any:
 
 
 def _json_date(value: Any) -> Any:
-    if not isinstance(value, str | date):
+    # pydantic also reads a date from a datetime at midnight or a number of seconds, neither a `date`.
+    if not (isinstance(value, date) or (isinstance(value, str) and _DATE.fullmatch(value))):
         raise ValueError("must be a date written as a string, YYYY-MM-DD")
     return value
 
@@ -80,7 +82,33 @@ def _json_date(value: Any) -> Any:
 # An integer field is `Annotated[int, Field(ge=..., le=...), JSON_INTEGER]`: the bounds before the validator,
 # or pydantic writes them into the schema as "ge"/"le", which no JSON Schema reader knows.
 JSON_INTEGER = BeforeValidator(_json_integer)
-Day = Annotated[date, BeforeValidator(_json_date)]
+# Business dates (issue, due, payment, delegation, report and pack periods) in years 1900-2999: the
+# arithmetic on them (due = issue + terms, the start of the issue date in the entity's zone, a report's
+# end of period) stays within what Python's dates hold (0001-01-01 and 9999-12-31 were 500s).
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
+_YEAR = "(?:19|2[0-9])[0-9]{2}"
+_LEAP_YEAR = "(?:(?:19|2[0-9])(?:0[48]|[2468][048]|[13579][26])|(?:20|24|28)00)"
+_MONTH_DAY = (
+    "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    "|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+# Exactly the dates of those years, February 29 of leap years included: a pattern a generator can draw from
+# (the year range alone, beside `format: date`, left it filtering out nearly everything it drew).
+BUSINESS_DAY = f"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)$"
+
+
+def _business_day(value: date) -> date:
+    if not FIRST_DAY <= value <= LAST_DAY:
+        raise ValueError(f"must be between {FIRST_DAY} and {LAST_DAY}")
+    return value
+
+
+Day = Annotated[
+    date,
+    BeforeValidator(_json_date),
+    AfterValidator(_business_day),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": BUSINESS_DAY}),
+]
 
 # Exact values: not stripped (a pattern says what is accepted, surrounding spaces included).
 Exact = Annotated[str, StringConstraints(strip_whitespace=False)]
