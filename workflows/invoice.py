@@ -288,23 +288,12 @@ class InvoiceWorkflow:
                     DeliveryRequest(self._inp.invoice_id, record),
                     result_type=DeliveryResult,
                     start_to_close_timeout=timedelta(seconds=cfg.delivery_timeout_seconds),
-                    retry_policy=RetryPolicy(
-                        initial_interval=timedelta(seconds=1),
-                        maximum_interval=timedelta(seconds=cfg.delivery_retry_max_interval_seconds),
-                    ),
+                    retry_policy=self._delivery_retry(),
                 )
                 plan = delivery.plan
                 self._portal, self._channel, self._follow_up = plan.portal, plan.channel, plan.follow_up
                 if plan.problems:
-                    # Stopped before it leaves: what the portal would refuse, fixed as a rejection is.
-                    self._portal_reason = "pre-submission check: " + "; ".join(plan.problems)
-                    await self._transition(
-                        Event.BLOCK_SUBMISSION,
-                        replace(SYSTEM, rule="workflow:presubmission"),
-                        self._portal_reason,
-                        "",
-                    )
-                    await self._notify_preparers()
+                    await self._block_before_it_leaves(plan.problems)
                 elif delivery.recorded is not None:
                     # The activity recorded it as of the instant the mail went.
                     self._delivered_at = delivery.recorded.at or record.at
@@ -327,14 +316,7 @@ class InvoiceWorkflow:
         )
         self._portal, self._channel, self._follow_up = plan.portal, plan.channel, plan.follow_up
         if plan.problems:
-            self._portal_reason = "pre-submission check: " + "; ".join(plan.problems)
-            await self._transition(
-                Event.BLOCK_SUBMISSION,
-                replace(SYSTEM, rule="workflow:presubmission"),
-                self._portal_reason,
-                "",
-            )
-            await self._notify_preparers()
+            await self._block_before_it_leaves(plan.problems)
             return
         if plan.channel != "email":
             await self._submit_to_portal()
@@ -349,10 +331,7 @@ class InvoiceWorkflow:
             ),
             result_type=LegacyDeliveryResult,
             start_to_close_timeout=timedelta(seconds=cfg.delivery_timeout_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                maximum_interval=timedelta(seconds=cfg.delivery_retry_max_interval_seconds),
-            ),
+            retry_policy=self._delivery_retry(),
         )
         self._delivered_at = workflow.now().isoformat()
         self._number = mailed.number or self._number
@@ -362,6 +341,21 @@ class InvoiceWorkflow:
             f"{mailed.channel} to {mailed.recipient}",
             "",
         )
+
+    def _delivery_retry(self) -> RetryPolicy:
+        """Delivery waits out a mail server or master data being down: retried with backoff, no limit."""
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            maximum_interval=timedelta(seconds=self._inp.config.delivery_retry_max_interval_seconds),
+        )
+
+    async def _block_before_it_leaves(self, problems: list[str]) -> None:
+        """Stopped before it leaves: what the portal would refuse, fixed as a rejection is."""
+        self._portal_reason = "pre-submission check: " + "; ".join(problems)
+        await self._transition(
+            Event.BLOCK_SUBMISSION, replace(SYSTEM, rule="workflow:presubmission"), self._portal_reason, ""
+        )
+        await self._notify_preparers()
 
     async def _submit_to_portal(self) -> None:
         """One numbered pass through the customer's portal. Transient failures (5xx, 429, timeouts) are

@@ -330,6 +330,17 @@ async def wait_for_status(handle: Handle, status: str, seconds: float = CALL_TIM
     return state
 
 
+async def notified(invoices: Invoices, seconds: float = CALL_TIMEOUT) -> list[str]:
+    """The kinds of notification sent so far, once there is one: the workflow records a rejection
+    first and tells the preparers after, so the status is visible before the notification has gone."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if invoices.fakes.notifications:
+            break
+        await asyncio.sleep(0.05)
+    return [n.kind for n in invoices.fakes.notifications]
+
+
 async def updates_in_history(handle: Handle) -> set[str]:
     """Ids of every update the workflow history mentions (admitted, accepted, rejected or completed)."""
     ids: set[str] = set()

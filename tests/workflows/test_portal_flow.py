@@ -15,6 +15,7 @@ from tests.workflows.conftest import (
     Invoices,
     actor,
     bounded,
+    notified,
     payment,
     state_of,
     submit,
@@ -85,7 +86,7 @@ async def test_a_rejection_fixed_without_changing_the_approved_terms_goes_straig
     )
     state = await wait_for_status(handle, "portal_rejected")
     assert state.portal_reason == "REF: PO line 2 unknown"
-    assert [n.kind for n in invoices.fakes.notifications] == ["portal_rejection"]
+    assert await notified(invoices) == ["portal_rejection"]
 
     fixed = await bounded(
         handle.execute_update(InvoiceWorkflow.fix, Command(actor("preparer"), "line 2 description per PO"))
@@ -166,6 +167,6 @@ async def test_a_failed_pre_submission_check_keeps_it_from_leaving_and_says_why(
     assert state.submission_pass == 0
     assert "pre-submission check: Initech requires its purchase order" in state.portal_reason
     assert invoices.fakes.events()[-1] == "block_submission"
-    assert [n.kind for n in invoices.fakes.notifications] == ["portal_rejection"]
+    assert await notified(invoices) == ["portal_rejection"]
     current = await state_of(handle)
     assert current.status == "portal_rejected"
