@@ -11,10 +11,12 @@ import email
 import email.policy
 import os
 import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -338,6 +340,40 @@ class running_stack:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.mail.stop()
         self.store.dispose()
+
+
+@contextmanager
+def portal_simulator(tmp_path: Path, scenario: Any = None) -> Iterator[str]:
+    """`cashcycle portal-sim` as its own process (by default the demo scenario on a manual clock that
+    the caller moves); yields its base URL, stops it on the way out."""
+    from api.cli import wait_for_port
+    from api.portal_sim import default_scenario
+
+    scenario = scenario or default_scenario().model_copy(update={"clock": "manual", "name": "tests"})
+    path = tmp_path / "scenario.json"
+    path.write_text(scenario.model_dump_json())
+    port = free_port()
+    log_path = tmp_path / "portal-sim.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "portal-sim", "--port", str(port), "--scenario", str(path)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            try:
+                wait_for_port(port, 15, proc)
+            except SystemExit as exc:
+                raise RuntimeError(
+                    f"the portal simulator did not start: {exc}\n{log_path.read_text()}"
+                ) from None
+            assert httpx.get(f"{base}/_sim/health", timeout=5).status_code == 200
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def invoice_body(customer_id: str, external_id: str | None = None, **over: Any) -> dict[str, Any]:

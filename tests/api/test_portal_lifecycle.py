@@ -12,8 +12,6 @@ invoice submitted and none accepted at first pass, and the ledger tells the whol
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +24,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.db import reading, writing
 from activities.models import LedgerEntry, LegalEntity, Notification, PortalSubmission
-from api.cli import wait_for_port
 from api.portal_sim import default_scenario, demo_portals_toml
-from tests.conftest import ROOT, free_port, running_stack
+from tests.conftest import portal_simulator, running_stack
 from workflows.portal_poll import PortalPollWorkflow
 from workflows.types import PortalPollRun
 
@@ -39,28 +36,8 @@ PORTAL = "demo-coupa"
 def portal_sim(tmp_path: Path) -> Iterator[str]:
     """The simulator as its own process, on a manual clock that the test moves."""
     scenario = default_scenario().model_copy(update={"clock": "manual", "name": "lifecycle"})
-    path = tmp_path / "scenario.json"
-    path.write_text(scenario.model_dump_json())
-    port = free_port()
-    log = (tmp_path / "portal-sim.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "portal-sim", "--port", str(port), "--scenario", str(path)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for_port(port, 15, proc)
-        except SystemExit as exc:
-            pytest.fail(f"{exc}\n{(tmp_path / 'portal-sim.log').read_text()}")
-        assert httpx.get(f"{base}/_sim/health", timeout=5).status_code == 200
+    with portal_simulator(tmp_path, scenario) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def portals_file(tmp_path: Path, base: str) -> Path:

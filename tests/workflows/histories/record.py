@@ -1,13 +1,13 @@
 """Record the golden histories: drive each main path through the real API and worker on a Temporal dev
 server, then export each workflow's history as JSON (the format of `temporal workflow show -o json`).
 
-    .venv/bin/python -m tests.workflows.histories.record --tag v2            # every scenario
-    .venv/bin/python -m tests.workflows.histories.record --tag v2 --only checkpoint
+    .venv/bin/python -m tests.workflows.histories.record --tag v4            # every scenario
+    .venv/bin/python -m tests.workflows.histories.record --tag v4 --only checkpoint
 
-Files land in tests/workflows/histories/<tag>/<scenario>[.<n>].json; `test_replay.py` replays every
-file found there against the current code. The script talks to the product only through HTTP and
-`tests.conftest`, so the same file records a checkout of an older release (the `v1` histories were
-recorded this way at commit 58bce71, the shape before submission and delivery became one activity each).
+Files land in tests/workflows/histories/<tag>/<scenario>.json; `test_replay.py` replays every
+file found there against the current code. The script drives the product through HTTP only, with the
+fixtures of `tests.conftest`: the `v1` histories were recorded by its first version copied into a
+checkout of commit 58bce71, the shape before submission and delivery became one activity each.
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +28,16 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.db import migrate, writing
 from activities.directory import add_user, grant
-from tests.conftest import BIN, PASSWORD, PASSWORD_HASH, ROOT, Stack, free_port, invoice_body, running_stack
+from tests.conftest import (
+    BIN,
+    PASSWORD,
+    PASSWORD_HASH,
+    ROOT,
+    Stack,
+    invoice_body,
+    portal_simulator,
+    running_stack,
+)
 from workflows.invoice import SEARCH_ATTRIBUTES
 
 HERE = Path(__file__).resolve().parent
@@ -313,37 +318,6 @@ SCENARIO_ENV: dict[str, dict[str, str]] = {
         "CASHCYCLE_APPROVAL_ESCALATION_SECONDS": "4",
     },
 }
-
-
-@contextmanager
-def portal_simulator(tmp: Path) -> Iterator[str]:
-    """The portal simulator as its own process, on a manual clock."""
-    from api.portal_sim import default_scenario
-
-    scenario = default_scenario().model_copy(update={"clock": "manual", "name": "record"})
-    path = tmp / "scenario.json"
-    path.write_text(scenario.model_dump_json())
-    port = free_port()
-    log = (tmp / "portal-sim.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "portal-sim", "--port", str(port), "--scenario", str(path)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                if httpx.get(f"{base}/_sim/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 async def record(name: str, env: WorkflowEnvironment, out: Path) -> list[Path]:
