@@ -28,6 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.db import migrate, writing
 from activities.directory import add_user, grant
+from tests.api.test_portal_lifecycle import until
 from tests.conftest import (
     BIN,
     PASSWORD,
@@ -51,17 +52,6 @@ class Recording:
     def __init__(self, stack: Stack, runner: running_stack, out: Path, name: str) -> None:
         self.stack, self.runner, self.out, self.name = stack, runner, out, name
         self.written: list[Path] = []
-
-    async def until(self, probe: Callable[[], Awaitable[Any]], what: str, seconds: float = 60) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            value = await probe()
-            if value:
-                return value
-            if loop.time() > deadline:
-                raise TimeoutError(f"{self.name}: timed out waiting for {what}")
-            await asyncio.sleep(0.2)
 
     async def events(self, reader: httpx.AsyncClient, invoice_id: str) -> list[str]:
         return [h["event"] for h in (await reader.get(f"/api/v1/invoices/{invoice_id}/history")).json()]
@@ -162,7 +152,7 @@ async def tiers_reassign_sla(rec: Recording) -> None:
     async def escalated() -> bool:
         return "escalate_approval" in await rec.events(supervisor, inv["id"])
 
-    await rec.until(escalated, "the reminder and the escalation of tier 2")
+    await until(escalated, "the reminder and the escalation of tier 2")
     await rec.call(
         supervisor,
         "POST",
@@ -281,7 +271,7 @@ async def portal_reject_fix_resubmit(rec: Recording) -> None:
             status: str = (await cashier.get(f"/api/v1/invoices/{iid}")).json()["status"]
             return status == "accepted"
 
-        await rec.until(accepted, "the acceptance through the portal")
+        await until(accepted, "the acceptance through the portal")
     total = (await cashier.get(f"/api/v1/invoices/{iid}")).json()["total"]
     await rec.call(cashier, "POST", "/api/v1/payments", json=pay(customer, inv, total, "BANK-P"))
     assert (await s.wait_status(iid, "paid"))["status"] == "paid"
