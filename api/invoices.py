@@ -73,6 +73,7 @@ router = APIRouter(prefix="/api/v1", tags=["invoices"])
 INVOICE_NAMESPACE = uuid.UUID("6f1d3c52-6a8f-4e59-9d0e-0c5ad7a1c0de")
 T = TypeVar("T")
 MAX_TOTAL = 10**15  # major units of the currency, as for payments
+MAX_MINOR = 2**63 - 1  # minor units: the store's BIGINT columns and Temporal's Int64 search attributes
 
 # What every command on an invoice can answer (it goes through _command to the invoice's workflow).
 COMMAND_ERRORS = ("not_found", "forbidden", "transition_refused", "unavailable")
@@ -179,11 +180,19 @@ def build_draft(
     tax = sum(tax_by_rate((Decimal(ln.tax_rate), ln.net_minor) for ln in built).values())
     if subtotal + tax <= 0:
         raise Invalid("the invoice total must be positive", code="invalid_amount", field="lines")
-    if subtotal + tax > MAX_TOTAL * 10 ** exponent(currency):
+    if subtotal + tax > min(MAX_TOTAL * 10 ** exponent(currency), MAX_MINOR):
         # Beyond this the amounts overflow the store's BIGINT columns and the Int64 search attribute: the
         # workflow's recording activity would retry forever.
         raise Invalid(
             f"the invoice total exceeds {MAX_TOTAL} {currency}", code="invalid_amount", field="lines"
+        )
+    in_entity_currency = Decimal(subtotal + tax).scaleb(exponent(entity.currency) - exponent(currency))
+    if in_entity_currency * Decimal(rate) > MAX_MINOR:
+        # The approval tiers compare the total in the entity's currency, in minor units as well.
+        raise Invalid(
+            f"the invoice total at rate {rate} exceeds what {entity.currency} amounts can hold",
+            code="invalid_amount",
+            field="exchange_rate",
         )
     return InvoiceDraft(
         customer_id=customer.id,

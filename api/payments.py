@@ -18,7 +18,7 @@ from activities.db import reading
 from activities.money import MoneyError, amount_to_minor, format_minor
 from api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from api.errors import Conflict, Invalid, NotFound, errors, from_workflow
-from api.invoices import await_workflow
+from api.invoices import MAX_MINOR, await_workflow
 from api.schemas import AllocationOut, PaymentCreate, PaymentPublic
 from workflows import states
 from workflows.invoice import InvoiceWorkflow
@@ -69,6 +69,12 @@ async def record_payment(
             )
         grant = ctx.authorizer.require(user.username, customer.legal_entity, "payment:record")
         total = _minor(body.amount, body.currency, "amount")
+        if total > MAX_MINOR:  # 10**15 in a currency of 4 places (CLF) overflows the store's BIGINT
+            raise Invalid(
+                f"amount: {body.amount} {body.currency} is more than the store holds",
+                code="invalid_amount",
+                field="amount",
+            )
         planned = []
         seen: set[str] = set()
         for i, alloc in enumerate(body.allocations):

@@ -216,6 +216,19 @@ BAD_CREATES: list[tuple[str, bytes | Callable[[str], dict[str, Any]] | dict[str,
     ("a currency without a minor unit", {"currency": "XAU"}, "currency"),
     ("a currency not in upper case", {"currency": "eur"}, "currency"),
     ("an impossible date", {"issue_date": "2026-02-30"}, "issue_date"),
+    # The start of the day in the entity's zone, and the due date after the terms, overflowed: 500s.
+    ("the first day Python knows", {"issue_date": "0001-01-01"}, "issue_date"),
+    ("the last day Python knows", {"issue_date": "9999-12-31"}, "issue_date"),
+    ("a date as a number", {"issue_date": 20261101}, "issue_date"),
+    (
+        "a total beyond any column in the entity's currency",
+        {
+            "currency": "USD",
+            "exchange_rate": "999999999",
+            "lines": [line(quantity="999999", unit_price="999999999", tax_rate="0")],
+        },
+        "exchange_rate",
+    ),
     ("a due date before the issue date", {"issue_date": "2026-11-02", "due_date": "2026-11-01"}, "due_date"),
     ("an external id of 101 characters", {"external_id": "E" * 101}, "external_id"),
     ("an external id with spaces", {"external_id": "ERP 1"}, "external_id"),
@@ -227,6 +240,7 @@ BETWEEN_FIELDS = {
     "zero prices only: a zero total": "invalid_amount",
     "a total beyond any column": "invalid_amount",
     "a due date before the issue date": "invalid_range",
+    "a total beyond any column in the entity's currency": "invalid_amount",
 }
 
 
