@@ -23,6 +23,7 @@ import pytest
 
 from api.demo import DEMO_PASSWORD
 from tests.api.test_up import Up, free_port
+from tests.conftest import invoice_body
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
@@ -37,6 +38,7 @@ RUN_TIMEOUT = 600.0
 # submits, the approver approves (the demo's pending invoices and the ones created before), the supervisor
 # reassigns and reports, compliance works the evidence, the administrator grants roles.
 ROLES = ["erp", "preparer", "approver", "supervisor", "compliance", "admin"]
+WAITING_FOR_APPROVER = 5
 
 
 @pytest.fixture(scope="session")
@@ -107,8 +109,27 @@ def failures_section(output: str) -> str:
     return output[start:] if start >= 0 else output
 
 
+def submit_for_approval(base_url: str, count: int) -> list[str]:
+    """Invoices waiting for the approver, created by the ERP and submitted by the preparer through the API
+    as the demo's are: the earlier roles' runs move (void, edit) what the demo left pending, and the
+    approver's stateful phase follows the inbox to approving what waits there."""
+    ids = []
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        erp = {"Authorization": f"Bearer {token_of(base_url, 'erp')}"}
+        preparer = {"Authorization": f"Bearer {token_of(base_url, 'preparer')}"}
+        customer = http.get("/api/v1/customers", headers=erp).json()[0]["id"]
+        for n in range(count):
+            r = http.post("/api/v1/invoices", json=invoice_body(customer, f"FUZZ-APPROVE-{n}"), headers=erp)
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+            r = http.post(f"/api/v1/invoices/{ids[-1]}/submit", headers=preparer)
+            assert r.status_code == 200 and r.json()["status"] == "pending_approval", r.text
+    return ids
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_the_api_keeps_its_schema_under_fuzzing(demo_api: str, role: str) -> None:
+    waiting = submit_for_approval(demo_api, WAITING_FOR_APPROVER) if role == "approver" else []
     token = token_of(demo_api, role)
     started = time.monotonic()
     run = subprocess.run(
@@ -125,6 +146,11 @@ def test_the_api_keeps_its_schema_under_fuzzing(demo_api: str, role: str) -> Non
         f"schemathesis as {role}: {generated.group(0) if generated else '?'} test cases in "
         f"{time.monotonic() - started:.0f}s, exit code {run.returncode}"
     )
+    if waiting:
+        with httpx.Client(base_url=demo_api, timeout=60) as http:
+            headers = {"Authorization": f"Bearer {token}"}
+            statuses = [http.get(f"/api/v1/invoices/{i}", headers=headers).json()["status"] for i in waiting]
+        print(f"  invoices waiting for the approver before the run, after it: {statuses}")
     if run.returncode != 0:
         pytest.fail(f"schemathesis as {role} found failures:\n{failures_section(output)}", pytrace=False)
     assert generated and int(generated.group(1)) > 0, f"schemathesis as {role} generated nothing:\n{output}"
