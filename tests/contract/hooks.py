@@ -21,7 +21,7 @@ def _error_code(response: Response) -> str | None:
 
 
 @schemathesis.check
-def schema_states_input_rules(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+def schema_states_input_rules(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
     """A request generated to satisfy the schema is never refused for breaking a field's own rule.
 
     The built-in positive_data_acceptance check is configured to let 422 through, because the API answers
