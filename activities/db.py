@@ -6,7 +6,9 @@ writers never deadlock upgrading a read lock; reads stay concurrent.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,14 +24,30 @@ from sqlmodel import Session, create_engine
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def use_wal(dbapi_conn: sqlite3.Connection, seconds: float = 60.0) -> None:
+    """Put the SQLite file in WAL mode (it stays so: the mode is kept in the file). Switching a file in
+    rollback-journal mode needs an exclusive lock, and while another process holds a lock (a replica
+    migrating the new store as this one starts) SQLite answers "database is locked" at once, without
+    waiting in its busy handler: retried here. On a file already in WAL mode it is a no-op."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        use_wal(dbapi_conn)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")

@@ -25,7 +25,7 @@ from sqlalchemy import engine_from_config, event, pool, text
 from sqlmodel import SQLModel
 
 import activities.models  # noqa: F401  (registers the tables)
-from activities.db import AUTOGENERATE_OPTIONS
+from activities.db import AUTOGENERATE_OPTIONS, use_wal
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -46,6 +46,9 @@ def run_migrations_online() -> None:
         @event.listens_for(connectable, "connect")
         def _driver_leaves_transactions_to_us(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
+            # The store's mode from its first migration on: a process opening the store while another
+            # migrates then finds it in WAL mode already (switching needs a lock it would not wait for).
+            use_wal(dbapi_conn)
 
         @event.listens_for(connectable, "begin")
         def _begin(conn: Any) -> None:

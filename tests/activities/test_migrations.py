@@ -18,8 +18,10 @@ there.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -48,6 +50,7 @@ from activities.db import (
     migrate,
     open_store,
     reading,
+    use_wal,
     writing,
 )
 from activities.ledger import LedgerFacts, append_to_ledger, verify_chain
@@ -435,20 +438,47 @@ def test_a_downgrade_that_would_destroy_data_refuses_names_it_and_changes_nothin
 REPLICA = """
 import sys, time
 from pathlib import Path
-from activities.db import migrate
+from sqlalchemy import text
+from activities.db import migrate, open_store, reading
 
 ready, go = Path(sys.argv[2]), Path(sys.argv[3])
 ready.touch()
 while not go.exists():
     time.sleep(0.005)
 migrate(sys.argv[1])
+# Then the store opens, as the API and the worker open it, while the other replicas may still migrate.
+store = open_store(sys.argv[1])
+with reading(store) as session:
+    session.execute(text("SELECT count(*) FROM legal_entity")).scalar_one()
+store.dispose()
 """
+
+
+def test_a_process_opening_a_store_another_is_migrating_waits_for_it_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    """Opening a SQLite store switches it to WAL mode, which needs an exclusive lock; SQLite refuses at
+    once ("database is locked") while another process holds a lock on a file in rollback-journal mode."""
+    path = tmp_path / "store.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (i INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    threading.Timer(0.5, lambda: holder.execute("COMMIT")).start()
+    opener = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    started = time.monotonic()
+    use_wal(opener, seconds=10)
+    assert time.monotonic() - started >= 0.4  # it waited for the lock
+    assert opener.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    opener.close()
+    holder.close()
 
 
 def test_replicas_starting_together_on_an_empty_store_all_start_and_migrate_it_once(
     empty_url: str, tmp_path: Path
 ) -> None:
-    # Every API and worker process migrates as it starts: three at once, each released when all are ready.
+    # Every API and worker process migrates as it starts, then opens the store: three at once, each
+    # released when all are ready.
     go = tmp_path / "go"
     replicas = [
         subprocess.Popen(
