@@ -49,8 +49,8 @@ Scenario = Callable[["Recording"], Awaitable[None]]
 class Recording:
     """One scenario's stack, and the histories it keeps."""
 
-    def __init__(self, stack: Stack, runner: running_stack, out: Path, name: str) -> None:
-        self.stack, self.runner, self.out, self.name = stack, runner, out, name
+    def __init__(self, stack: Stack, portal_sim: str, out: Path, name: str) -> None:
+        self.stack, self.portal_sim, self.out, self.name = stack, portal_sim, out, name
         self.written: list[Path] = []
 
     async def events(self, reader: httpx.AsyncClient, invoice_id: str) -> list[str]:
@@ -229,7 +229,7 @@ async def portal_reject_fix_resubmit(rec: Recording) -> None:
     from tests.api.test_portal_lifecycle import initech
 
     s = rec.stack
-    sim = rec.runner.portal_sim  # type: ignore[attr-defined]
+    sim = rec.portal_sim
     erp, preparer, approver, cashier = await s.clients("erp", "preparer", "approver", "cashier")
     customer = (
         await rec.call(erp, "POST", "/api/v1/customers", json=initech("demo-coupa", po_required=True))
@@ -325,9 +325,8 @@ async def record(name: str, env: WorkflowEnvironment, out: Path) -> list[Path]:
 
                     stack.settings.portals_file = str(portals_file(tmp, sim))
                     seller_master_data(stack.store)
-                    runner.portal_sim = sim  # type: ignore[attr-defined]
                     await runner.start_worker()
-                    rec = Recording(stack, runner, out, name)
+                    rec = Recording(stack, sim, out, name)
                     await SCENARIOS[name](rec)
                     return rec.written
     finally:
