@@ -148,6 +148,10 @@ INPUT_CODES = ("invalid_input",)
 BODY_CODES = ("body_too_large",)
 
 
+# The operations of an OpenAPI path item (its other keys are parameters, summary, ...).
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
 def errors(*codes: str) -> dict[int | str, dict[str, Any]]:
     """A route's `responses=` for the error codes it can answer (beyond those api/openapi.py adds from what
     the operation takes: 401 with a bearer token, 422 invalid_input with parameters or a body, 413 with a
@@ -265,8 +269,5 @@ def allowed_methods(request: Request) -> list[str]:
     for template, item in paths.items():
         pattern = "[^/]+".join(re.escape(part) for part in re.split(r"\{[^/}]+\}", template))
         if re.fullmatch(pattern, request.url.path):
-            return sorted(method.upper() for method in item if method in _HTTP_METHODS)
+            return sorted(method.upper() for method in item if method in HTTP_METHODS)
     return []
-
-
-_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

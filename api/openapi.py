@@ -19,9 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api.errors import AUTH_CODES, BODY_CODES, CODES, INPUT_CODES, ErrorBody, describe
-
-_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+from api.errors import AUTH_CODES, BODY_CODES, CODES, HTTP_METHODS, INPUT_CODES, ErrorBody, describe
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
         (method, path, op)
         for path, item in schema.get("paths", {}).items()
         for method, op in item.items()
-        if method in _METHODS
+        if method in HTTP_METHODS
     ]
 
 

@@ -116,10 +116,16 @@ Exact = Annotated[str, StringConstraints(strip_whitespace=False)]
 CURRENCIES = sorted(c.code for c in iso4217.Currency if c.exponent is not None)
 
 
-def _invoicing_currency(value: str) -> str:
-    if value not in CURRENCIES:
-        raise ValueError(f"{value!r} is not an ISO 4217 currency code with a minor unit")
-    return value
+def one_of(values: list[str], what: str) -> AfterValidator:
+    """Refuses a string that is not one of `values` (the enum the type's schema states)."""
+    allowed = frozenset(values)
+
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
 
 
 _NOT_TEXT = _CONTROLS + _SPACES.replace(" ", "")  # what an e-mail address part cannot contain
@@ -132,22 +138,15 @@ EAS_SCHEME = "^$|^(?:" + "|".join(sorted(EAS_SCHEMES)) + ")$"
 Currency = Annotated[
     str,
     StringConstraints(strip_whitespace=False),
-    AfterValidator(_invoicing_currency),
+    one_of(CURRENCIES, "an ISO 4217 currency code with a minor unit"),
     WithJsonSchema({"type": "string", "enum": CURRENCIES, "description": "ISO 4217 code"}),
 ]
-
-
-def _known_role(value: str) -> str:
-    if value not in KNOWN_ROLES:
-        raise ValueError(f"unknown role {value}; known: {', '.join(sorted(KNOWN_ROLES))}")
-    return value
-
-
+ROLES = sorted(KNOWN_ROLES)
 Role = Annotated[
     str,
     StringConstraints(strip_whitespace=False),
-    AfterValidator(_known_role),
-    WithJsonSchema({"type": "string", "enum": sorted(KNOWN_ROLES)}),
+    one_of(ROLES, f"a known role ({', '.join(ROLES)})"),
+    WithJsonSchema({"type": "string", "enum": ROLES}),
 ]
 USERNAME = r"^[A-Za-z0-9._]{1,64}$"  # activities.directory.add_user
 

@@ -520,7 +520,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    pass
+    raise RuntimeError("never at this revision: its upgrade fails")
 '''
 
 
