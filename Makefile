@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo up test lint typecheck bench bench-ledger sync clean
+.PHONY: demo up test lint typecheck bench bench-ledger sync clean browser vendor
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -30,15 +30,29 @@ up: sync
 	$(VENV)/bin/cashcycle up $(ARGS)
 
 ## Lint, type-check and run the whole test suite.
-test: sync lint typecheck
+test: sync browser lint typecheck
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## The browser tests drive Debian's Chromium (never a downloaded one): installed here when it is missing.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
+
+## Re-copy the pinned JavaScript the pages use (ui/package.json) into ui/static/vendor/ (committed).
+vendor:
+	cd ui && npm ci --no-audit --no-fund
+	cp ui/node_modules/htmx.org/dist/htmx.min.js ui/static/vendor/htmx.min.js
+	cp ui/node_modules/axe-core/axe.min.js ui/static/vendor/axe.min.js
 
 lint: sync
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 typecheck: sync
-	$(VENV)/bin/mypy workflows activities api worker.py bench
+	$(VENV)/bin/mypy workflows activities api demo worker.py bench
 
 ## Benchmarks (figures printed, compared with their baselines in the same run).
 bench: sync

@@ -6,7 +6,7 @@ legal entities, users and roles.
     cashcycle entities add CODE --name NAME --currency EUR [--timezone Europe/Paris]
     cashcycle users add NAME [--password P] | list | grant NAME ROLE ENTITY | revoke NAME ROLE ENTITY
     cashcycle users disable NAME [--reason TEXT] | conflicts
-    cashcycle mail-capture --port 1025 --dir DIR
+    cashcycle mail-capture --port 1025 --dir DIR [--refuse-domain DOMAIN]
     cashcycle portal-sim [--host 127.0.0.1] [--port 9100] [--scenario FILE]
 """
 
@@ -124,6 +124,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     env["CASHCYCLE_DATA_DIR"] = str(data_dir)
     env.setdefault("CASHCYCLE_ENVIRONMENT", "demo" if args.demo else "development")
     env.setdefault("CASHCYCLE_SECRET_KEY", _secret_for(data_dir))
+    demo_sla = Path(__file__).resolve().parent.parent / "policies" / "sla-demo.toml"
+    if args.demo and not env.get("CASHCYCLE_SLA_FILE") and demo_sla.exists():
+        # The SLAs of policies/sla.toml in minutes: the demo's waiting invoices are past them minutes after
+        # the start, not days (a file the user sets is kept).
+        env["CASHCYCLE_SLA_FILE"] = os.environ["CASHCYCLE_SLA_FILE"] = str(demo_sla)  # (seeding names it)
     namespace = env.get("TEMPORAL_NAMESPACE", "default")
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     logs = data_dir / "logs"
@@ -150,19 +155,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             ui_url = f"http://127.0.0.1:{uport}"
         if not env.get("CASHCYCLE_SMTP_HOST"):
             mport = free_port(1025)
-            proc = spawn(
-                "mail",
-                [
-                    sys.executable,
-                    "-m",
-                    "api.cli",
-                    "mail-capture",
-                    "--port",
-                    str(mport),
-                    "--dir",
-                    str(data_dir / "outbox"),
-                ],
-            )
+            mail = [sys.executable, "-m", "api.cli", "mail-capture", "--port", str(mport)]
+            mail += ["--dir", str(data_dir / "outbox")]
+            if args.demo:
+                # One demo customer's mail server refuses (4xx): its deliveries keep retrying, for the tower.
+                from demo.stuck import REFUSING_MAIL_DOMAIN
+
+                mail += ["--refuse-domain", REFUSING_MAIL_DOMAIN]
+            proc = spawn("mail", mail)
             wait_for_port(mport, 30, proc)
             env["CASHCYCLE_SMTP_HOST"], env["CASHCYCLE_SMTP_PORT"] = "127.0.0.1", str(mport)
         sim_url = ""
@@ -184,24 +184,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         proc = spawn("api", [sys.executable, "-m", "api.cli", "api", "--port", str(api_port)])
         wait_for_port(api_port, 60, proc)
         base = f"http://127.0.0.1:{api_port}"
-        from api.demo import DEMO_PASSWORD, DEMO_USERS, seed_if_empty, wait_healthy
+        from demo import DEMO_PASSWORD, DEMO_USERS, seed_if_empty, wait_healthy
 
         asyncio.run(wait_healthy(base, 120))
         if args.demo:
             print("Seeding demo data through the API and the workflows (first start only)...", flush=True)
             asyncio.run(seed_if_empty(base, _settings_url(env), progress=True))
         print(f"\nCashcycle is running (data in {data_dir}, logs in {logs})")
+        print(f"  Web UI (sign in)      {base}/   (login page {base}/login)")
         print(f"  API and OpenAPI docs  {base}/docs")
         print(f"  Health                {base}/healthz")
-        print(
-            f"  Temporal              {env['TEMPORAL_ADDRESS']}" + (f"   Web UI {ui_url}" if ui_url else "")
-        )
+        print(f"  Temporal              {env['TEMPORAL_ADDRESS']}")
+        if ui_url:
+            print(f"  Temporal Web UI       {ui_url}")
         if sim_url:
             print(f"  Portal simulator      {sim_url}/_sim/invoices   (Coupa-style, cXML, Peppol)")
         if "CASHCYCLE_SMTP_PORT" in env and not os.environ.get("CASHCYCLE_SMTP_HOST"):
             print(f"  Outgoing mail         captured in {data_dir / 'outbox'}")
         if args.demo:
             print(f"  Demo users (password {DEMO_PASSWORD}): {', '.join(u for u, _ in DEMO_USERS)}")
+            print(f"  SLAs                  {env.get('CASHCYCLE_SLA_FILE') or 'policies/sla.toml'}")
         print("Press Ctrl-C to stop.", flush=True)
         stop = {"now": False}
 
@@ -290,7 +292,7 @@ def cmd_mail_capture(args: argparse.Namespace) -> int:
     # SIGTERM the same way.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    serve(args.port, Path(args.dir))
+    serve(args.port, Path(args.dir), args.refuse_domain)
     return 0
 
 
@@ -559,6 +561,13 @@ def parser() -> argparse.ArgumentParser:
     mail = sub.add_parser("mail-capture", help="a local SMTP server that stores messages as .eml files")
     mail.add_argument("--port", type=int, default=1025)
     mail.add_argument("--dir", default=".cashcycle/outbox")
+    mail.add_argument(
+        "--refuse-domain",
+        action="append",
+        default=[],
+        help="refuse recipients in this domain with a temporary error (450), as a mail server in trouble; "
+        "repeatable (the demo uses it for one customer)",
+    )
     mail.set_defaults(func=cmd_mail_capture)
     sim = sub.add_parser("portal-sim", help="a simulated customer portal: cXML, Coupa-style REST, Peppol")
     sim.add_argument("--host", default="127.0.0.1")

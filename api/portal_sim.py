@@ -180,6 +180,9 @@ class Scenario(_Model):
     coupa: CoupaSection = Field(default_factory=CoupaSection)
     peppol: PeppolSection = Field(default_factory=PeppolSection)
     purchase_orders: list[PurchaseOrder] = Field(default_factory=list)
+    # Purchase orders (fnmatch patterns) whose invoices the buyer receives and then never answers: a queue
+    # nobody works. The receipt is said; no status follows.
+    unanswered_po_numbers: list[str] = Field(default_factory=list)
 
 
 class Advance(_Model):
@@ -223,8 +226,10 @@ def default_scenario() -> Scenario:
                     ),
                 ],
             )
-            for n in (4711, 4712, 4713)
+            for n in (4711, 4712, 4713, 4714)
         ],
+        # Initech's facilities department (the demo's stuck portal pass) never works its queue.
+        unanswered_po_numbers=["PO-4714"],
     )
 
 
@@ -1106,7 +1111,11 @@ class Simulator:
             )
             self.invoices[inv.id] = inv
             self._record(inv, Event(now, "received"))
-            self._schedule(inv, "in_process", self.scenario.delays.in_process)
+            unanswered = any(
+                fnmatch.fnmatchcase(doc.po_number, p) for p in self.scenario.unanswered_po_numbers
+            )
+            if not unanswered:
+                self._schedule(inv, "in_process", self.scenario.delays.in_process)
             return inv, None
 
     # -- life over time ----------------------------------------------------------------------------------

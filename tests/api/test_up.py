@@ -26,7 +26,15 @@ import pytest
 
 from activities.db import open_store, reading
 from activities.ledger import verify_chain
-from api.demo import DEMO_PASSWORD, DEMO_STATUSES, DEMO_USERS, PORTAL_CUSTOMERS, PORTAL_INVOICES
+from demo import DEMO_CUSTOMERS, DEMO_PASSWORD, DEMO_STATUSES, DEMO_USERS, PORTAL_CUSTOMERS, PORTAL_INVOICES
+from demo.stuck import (
+    REFUSING_CUSTOMER,
+    SILENT_PORTAL_CUSTOMER,
+    STUCK_APPROVALS,
+    STUCK_DELIVERIES,
+    STUCK_PORTAL,
+    UNANSWERED_PO,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_INVOICES = 30
@@ -40,6 +48,7 @@ ACTORS = {
     "submit": {"preparer"},
     "void": {"preparer"},
     "approve_tier": APPROVERS,
+    "reassign_approval": {"supervisor"},
     "approve": APPROVERS,
     "reject": APPROVERS,
     # The approval SLA's reminders and escalations come from the workflow's timers.
@@ -289,29 +298,35 @@ def check_demo_data(api: Api, data_dir: Path) -> dict[str, tuple[str, str, str, 
     """The seeded company as the demo users see it; returns each invoice's identity and figures."""
     today = date.today()
     everyone = {c["id"]: c for c in api.get("erp", "/api/v1/customers")}
-    customers = {i: c for i, c in everyone.items() if c["portal"] == "email"}
+    planned_refs = {c.ref for c in DEMO_CUSTOMERS}
+    customers = {i: c for i, c in everyone.items() if c["external_ref"] in planned_refs}
     behind_portals = {i: c for i, c in everyone.items() if c["portal"] != "email"}
     assert len(customers) == 20, sorted(c["name"] for c in customers.values())
+    assert all(c["portal"] == "email" for c in customers.values())
     assert {c["currency"] for c in customers.values()} == {"EUR", "GBP", "USD", "CHF"}
     assert {c["payment_terms_days"] for c in customers.values()} == {15, 30, 45, 60}
-    assert sorted(c["portal"] for c in behind_portals.values()) == ["demo-ariba", "demo-coupa"]
+    # Initech through two portals, and its facilities department (the portal that never answers).
+    assert sorted(c["portal"] for c in behind_portals.values()) == ["demo-ariba", "demo-coupa", "demo-coupa"]
 
     everything = api.all_invoices("supervisor")
     assert len({inv["id"] for inv in everything}) == len(everything), "the cursor repeated invoices"
-    invoices = [inv for inv in everything if inv["customer_id"] in customers]
+    # The invoices left stuck for the control tower come on top of the planned ones (check_stuck).
+    planned = [inv for inv in everything if not inv["external_id"].startswith("BILL-STUCK-")]
+    invoices = [inv for inv in planned if inv["customer_id"] in customers]
     assert len(invoices) == DEMO_INVOICES
     # Initech's invoices went to the simulated portals at once: the first pass of each is there (or was
     # refused at its door), and their statuses move on in real time.
-    through_portals = [inv for inv in everything if inv["customer_id"] in behind_portals]
+    through_portals = [inv for inv in planned if inv["customer_id"] in behind_portals]
     assert len(through_portals) == len(PORTAL_INVOICES)
     for inv in through_portals:
         assert inv["status"] in ("submitted", "accepted", "portal_rejected"), inv["status"]
         assert inv["number"] and inv["portal"]["submission_pass"] == 1, inv
-    # Numbers are allocated when an invoice is issued (delivered): gapless over issued invoices only.
+    # Numbers are allocated when an invoice is issued (as its delivery starts): gapless over issued
+    # invoices only (the deliveries a mail server refuses are issued, and wait to leave).
     assert all(inv["number"] is None for inv in invoices if not inv["delivered_at"])
     series: dict[str, list[int]] = {}
     for inv in everything:
-        if inv["delivered_at"]:
+        if inv["number"]:
             prefix, _, n = inv["number"].rpartition("-")
             series.setdefault(prefix, []).append(int(n))
     assert series and all(sorted(ns) == list(range(1, len(ns) + 1)) for ns in series.values()), series
@@ -379,6 +394,7 @@ def test_up_demo_seeds_through_the_api_stops_on_ctrl_c_and_restarts_without_rese
                 assert r.status_code == 200, f"{username}: {r.status_code} {r.text}"
             assert api.login("approver", "not-the-password").status_code == 401
             seeded = check_demo_data(api, data_dir)
+            check_stuck(api, up)
         finally:
             api.close()
         stop_and_check_nothing_is_left(up)
@@ -408,7 +424,7 @@ def test_up_demo_seeds_through_the_api_stops_on_ctrl_c_and_restarts_without_rese
                 if i["id"] in seeded
             }
             assert after_restart == seeded
-            assert len(api.get("erp", "/api/v1/customers")) == 20 + len(PORTAL_CUSTOMERS)
+            assert len(api.get("erp", "/api/v1/customers")) == 20 + len(PORTAL_CUSTOMERS) + 2
             # The workflows survived the restart in Temporal's own store: a draft still takes commands.
             draft = next(inv for inv in again if inv["status"] == "draft")
             r = api.post("preparer", f"/api/v1/invoices/{draft['id']}/submit")
@@ -425,3 +441,85 @@ def test_up_demo_seeds_through_the_api_stops_on_ctrl_c_and_restarts_without_rese
         f"{u}:{r}" for u, roles in DEMO_USERS for r in roles
     )
     assert users == len(DEMO_USERS)
+
+
+def _by_external_id(invoices: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {inv["external_id"]: inv for inv in invoices}
+
+
+async def _pending_delivery(temporal_port: int, workflow_id: str) -> tuple[str, int, str]:
+    """The workflow's pending activity as Temporal describes it: its type, attempt and last failure."""
+    from temporalio.client import Client
+
+    client = await Client.connect(f"127.0.0.1:{temporal_port}")
+    desc = await client.get_workflow_handle(workflow_id).describe()
+    pending = list(desc.raw_description.pending_activities)
+    if not pending:
+        return "", 0, ""
+    act = pending[0]
+    return act.activity_type.name, act.attempt, act.last_failure.message
+
+
+def check_stuck(api: Api, up: Up, within: float = 90.0) -> None:
+    """What the demo leaves stuck for the control tower, as the store and the engine show it."""
+    import asyncio
+
+    stuck = _by_external_id(
+        [i for i in api.all_invoices("supervisor") if i["external_id"].startswith("BILL-STUCK-")]
+    )
+    customers = {c["external_ref"]: c for c in api.get("erp", "/api/v1/customers")}
+    # Approvals waiting at each tier, two of them handed by the supervisor to a named approver.
+    for planned in STUCK_APPROVALS:
+        inv = api.get("supervisor", f"/api/v1/invoices/{stuck[planned.external_id]['id']}")
+        assert inv["status"] == "pending_approval", inv
+        steps = inv["approval"]["steps"]
+        assert [s["status"] for s in steps][: planned.approved_tiers + 1] == [
+            "approved"
+        ] * planned.approved_tiers + ["waiting"], steps
+        assert steps[planned.approved_tiers]["assigned_to"] == planned.assign_to, steps
+    assert {len(api.get("supervisor", f"/api/v1/invoices/{stuck[p.external_id]['id']}")["approval"]["steps"])
+            for p in STUCK_APPROVALS} == {1, 2, 3}  # fmt: skip
+    # The approvers' inbox holds them (the named assignee's, or everyone's with the tier's role).
+    inbox = {i["external_id"] for i in api.get("approver2", "/api/v1/approvals/inbox")}
+    assert "BILL-STUCK-0003" in inbox, inbox
+
+    # A portal pass without an answer: received by Initech's facilities, then nothing, while an invoice
+    # to another of Initech's POs sent before it has moved on.
+    external_id = STUCK_PORTAL[0]
+    silent = api.get("supervisor", f"/api/v1/invoices/{stuck[external_id]['id']}")
+    assert silent["customer_id"] == customers[SILENT_PORTAL_CUSTOMER["external_ref"]]["id"]
+    assert silent["status"] == "submitted" and silent["po_number"] == UNANSWERED_PO, silent
+    assert silent["portal"]["status"] == "received" and silent["portal"]["portal"] == "demo-coupa", silent
+    sim_url = next(line.split()[2] for line in up.lines if line.strip().startswith("Portal simulator"))
+    deadline = time.monotonic() + within
+    while True:
+        at_sim = {
+            i["invoice_number"]: i for i in httpx.get(f"{sim_url.rsplit('/_sim', 1)[0]}/_sim/invoices").json()
+        }
+        others = [i for n, i in at_sim.items() if n != silent["number"]]
+        if any(i["status"] != "received" for i in others) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert any(i["status"] != "received" for i in others), others
+    assert at_sim[silent["number"]]["status"] == "received", at_sim[silent["number"]]
+
+    # Deliveries a mail server keeps refusing: approved, issued, and the delivery activity retrying in
+    # Temporal with the SMTP refusal as its last failure.
+    refusing = customers[REFUSING_CUSTOMER.ref]
+    temporal_port = up.ports()["temporal"]
+    for external_id, _ in STUCK_DELIVERIES:
+        inv = stuck[external_id]
+        assert inv["customer_id"] == refusing["id"] and inv["status"] == "approved", inv
+        assert inv["delivered_at"] is None and inv["number"], inv
+        deadline = time.monotonic() + within
+        while True:
+            name, attempt, failure = asyncio.run(
+                _pending_delivery(temporal_port, f"invoice/ACME/{external_id}")
+            )
+            if attempt > 2 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert name == "deliver_invoice" and attempt > 2, (name, attempt, failure)
+        assert "450" in failure and REFUSING_CUSTOMER.email in failure, failure
+    mails = [m for m in outbox(up.data_dir) if m["To"] == REFUSING_CUSTOMER.email]
+    assert mails == [], "a refused mail never lands"

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.demo import DEMO_PASSWORD
+from demo import DEMO_PASSWORD
 from tests.api.test_up import Up, free_port
 from tests.conftest import invoice_body
 

@@ -13,7 +13,7 @@ from activities.db import writing
 from activities.einvoice import parse_ubl
 from activities.einvoice_validation import validate_en16931
 from activities.models import LegalEntity
-from api.demo import DEMO_ENTITY_ROW
+from demo import DEMO_ENTITY_ROW
 from tests.conftest import Stack, invoice_body
 from tests.einvoice.conftest import EINVOICE_DATA, OfficialValidators
 
