@@ -340,3 +340,16 @@ class PortalCursor(SQLModel, table=True):
     portal: str = Field(primary_key=True, max_length=64)
     cursor: str = Field(default="", max_length=64)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class UiSession(SQLModel, table=True):
+    """A signed-in browser: the web UI's session cookie names one row (by the SHA-256 of its secret, so a
+    copy of the store opens no session). Logout ends it for every replica at once; a disabled user's
+    sessions stop working at the next request, whatever their expiry."""
+
+    __tablename__ = "ui_session"
+    token_hash: str = Field(primary_key=True, max_length=64)
+    username: str = Field(foreign_key="app_user.username", index=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    ended_at: datetime | None = None

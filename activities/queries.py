@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
-from sqlalchemy import and_, bindparam, or_
+from sqlalchemy import ColumnElement, and_, bindparam, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from activities.models import (
     Customer,
+    Delegation,
     Invoice,
     InvoiceLine,
     LedgerEntry,
@@ -21,6 +23,7 @@ from activities.models import (
     PolicyRevision,
     PortalSubmission,
     RoleAssignment,
+    UiSession,
     User,
 )
 
@@ -214,3 +217,305 @@ def legal_entity_codes(session: Session) -> list[str]:
 def ledger_has_entries(session: Session, legal_entity: str) -> bool:
     head = session.get(LedgerHead, legal_entity)
     return head is not None and head.seq > 0
+
+
+# One query per page request: the session, whether it is still open, and its user's standing.
+_UI_SESSION = (
+    sa_select(
+        col(UiSession.username),
+        col(UiSession.expires_at),
+        col(UiSession.ended_at),
+        col(User.active),
+        select(PolicyRevision.revision).where(PolicyRevision.id == 1).scalar_subquery(),
+    )
+    .join(User, col(User.username) == col(UiSession.username))
+    .where(col(UiSession.token_hash) == bindparam("token_hash"))
+)
+
+
+@dataclass(frozen=True)
+class UiSessionStanding:
+    username: str
+    expires_at: datetime
+    ended: bool
+    user_active: bool
+    policy_revision: int
+
+
+def ui_session(session: Session, token_hash: str) -> UiSessionStanding | None:
+    """The web UI session named by the SHA-256 of its cookie's secret, with its user's standing."""
+    row = session.execute(_UI_SESSION, {"token_hash": token_hash}).first()
+    if row is None:
+        return None
+    expires = row[1] if row[1].tzinfo else row[1].replace(tzinfo=UTC)
+    return UiSessionStanding(str(row[0]), expires, row[2] is not None, bool(row[3]), int(row[4] or 0))
+
+
+# -- the approver's inbox and the invoice page -------------------------------------------------------------
+#
+# The inbox lists what a user may approve now. The read model keeps an invoice's approval plan, its
+# approvals and who prepared it as JSON text (written by the workflow's recording activity), so the
+# filtering is done by the database's JSON functions, one spelling per dialect: the waiting tier is
+# plan.tiers[number of approvals], and segregation of duties bars the creator, editors, submitters and
+# earlier approvers. The API checks each listed invoice again with the workflow's own rules
+# (api.approvals.approve_option) before showing it: the SQL is a filter, not the rule.
+
+SLA_STATES = ("on_time", "reminded", "escalated")
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    invoice: Invoice
+    customer_name: str
+    tier: int
+    role: str
+    waiting_since: datetime | None
+    escalated: bool
+    reminded: bool
+
+    @property
+    def sla(self) -> str:
+        return "escalated" if self.escalated else ("reminded" if self.reminded else "on_time")
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    rows: list[InboxRow]
+    total: int
+
+
+def _json_parts(session: Session) -> tuple[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any], Any]:
+    """The waiting tier's number of approvals, role, waiting-since and escalation, as SQL expressions, and a
+    function(username) -> "barred by segregation of duties" condition."""
+    from sqlalchemy import Integer, String, cast, exists, literal
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    if session.get_bind().dialect.name == "postgresql":
+        plan = cast(col(Invoice.approval_json), JSONB)
+        done = func.jsonb_array_length(cast(col(Invoice.approvals_json), JSONB))
+        role = func.jsonb_extract_path_text(plan, "plan", "tiers", cast(done, String), "role")
+        since = func.jsonb_extract_path_text(plan, "tier_since")
+        escalated = func.coalesce(func.jsonb_extract_path_text(plan, "escalated"), "false") == "true"
+
+        def barred(username: str) -> ColumnElement[bool]:
+            def has(column: Any) -> ColumnElement[bool]:
+                return cast(column, JSONB).op("@>")(func.jsonb_build_array(username))
+
+            approvals = cast(col(Invoice.approvals_json), JSONB)
+            return or_(
+                col(Invoice.created_by) == username,
+                has(col(Invoice.editors_json)),
+                has(col(Invoice.submitters_json)),
+                approvals.op("@>")(func.jsonb_build_array(func.jsonb_build_object("approver", username))),
+                approvals.op("@>")(func.jsonb_build_array(func.jsonb_build_object("on_behalf_of", username))),
+            )
+
+        return done, role, since, (escalated, barred)
+    done = func.json_array_length(col(Invoice.approvals_json))
+    role = func.json_extract(col(Invoice.approval_json), func.printf("$.plan.tiers[%d].role", done))
+    since = func.json_extract(col(Invoice.approval_json), "$.tier_since")
+    escalated = (
+        func.coalesce(cast(func.json_extract(col(Invoice.approval_json), "$.escalated"), Integer), 0) == 1
+    )
+
+    def barred_sqlite(username: str) -> ColumnElement[bool]:
+        def has(column: Any) -> ColumnElement[bool]:
+            each = func.json_each(column).table_valued("value")
+            return exists(select(literal(1)).select_from(each).where(each.c.value == username))
+
+        each = func.json_each(col(Invoice.approvals_json)).table_valued("value")
+        approved = exists(
+            select(literal(1))
+            .select_from(each)
+            .where(
+                or_(
+                    func.json_extract(each.c.value, "$.approver") == username,
+                    func.json_extract(each.c.value, "$.on_behalf_of") == username,
+                )
+            )
+        )
+        return or_(
+            col(Invoice.created_by) == username,
+            has(col(Invoice.editors_json)),
+            has(col(Invoice.submitters_json)),
+            approved,
+        )
+
+    return done, role, since, (escalated, barred_sqlite)
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def approval_inbox(
+    session: Session,
+    username: str,
+    roles_by_entity: dict[str, set[str]],
+    *,
+    search: str | None = None,
+    customer_id: str | None = None,
+    po_number: str | None = None,
+    tier: int | None = None,
+    sla: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> InboxPage:
+    """Invoices pending approval whose waiting tier needs a role `username` holds (or holds by delegation)
+    in that legal entity (`roles_by_entity`), that segregation of duties does not bar them from; longest
+    waiting first. `search` matches the invoice number, external id, PO number and customer name."""
+    if not roles_by_entity:
+        return InboxPage([], 0)
+    done, role, since, (escalated, barred) = _json_parts(session)
+    tier_since = func.coalesce(func.nullif(since, ""), "")
+    reminded = (
+        select(func.count())
+        .select_from(LedgerEntry)
+        .where(
+            LedgerEntry.object_type == "invoice",
+            col(LedgerEntry.object_id) == col(Invoice.id),
+            LedgerEntry.event == "remind_approvers",
+            col(LedgerEntry.at) >= tier_since,
+        )
+        .correlate(Invoice)
+        .exists()
+    )
+    conditions: list[ColumnElement[bool]] = [
+        col(Invoice.status) == "pending_approval",
+        or_(
+            *(
+                and_(col(Invoice.legal_entity) == entity, role.in_(sorted(roles)))
+                for entity, roles in sorted(roles_by_entity.items())
+                if roles
+            )
+        ),
+        ~barred(username),
+    ]
+    if search and search.strip():
+        pattern = _like(search.strip().lower())
+        conditions.append(
+            or_(
+                func.lower(func.coalesce(col(Invoice.number), "")).like(pattern, escape="\\"),
+                func.lower(col(Invoice.external_id)).like(pattern, escape="\\"),
+                func.lower(func.coalesce(col(Invoice.po_number), "")).like(pattern, escape="\\"),
+                func.lower(col(Customer.name)).like(pattern, escape="\\"),
+            )
+        )
+    if customer_id:
+        conditions.append(col(Invoice.customer_id) == customer_id)
+    if po_number:
+        conditions.append(
+            func.lower(func.coalesce(col(Invoice.po_number), "")).like(_like(po_number.lower()), escape="\\")
+        )
+    if tier is not None:
+        conditions.append(done == tier - 1)
+    if sla == "escalated":
+        conditions.append(escalated)
+    elif sla == "reminded":
+        conditions.extend([~escalated, reminded])
+    elif sla == "on_time":
+        conditions.extend([~escalated, ~reminded])
+    total = int(
+        session.exec(
+            select(func.count())
+            .select_from(Invoice)
+            .join(Customer, col(Customer.id) == col(Invoice.customer_id))
+            .where(*conditions)
+        ).one()
+    )
+    query = (
+        sa_select(Invoice, col(Customer.name), done, role, since, escalated, reminded)
+        .join(Customer, col(Customer.id) == col(Invoice.customer_id))
+        .where(*conditions)
+        .order_by(tier_since, col(Invoice.status_since), col(Invoice.id))
+        .offset(offset)
+        .limit(limit)
+    )
+    rows = [
+        InboxRow(
+            invoice=inv,
+            customer_name=str(name),
+            tier=int(n) + 1,
+            role=str(r),
+            waiting_since=datetime.fromisoformat(s) if s else None,
+            escalated=bool(esc),
+            reminded=bool(rem),
+        )
+        for inv, name, n, r, s, esc, rem in session.execute(query)
+    ]
+    return InboxPage(rows, total)
+
+
+def users_in_entity(session: Session, legal_entity: str) -> list[tuple[str, str]]:
+    """(username, role) of the active users holding a role in the legal entity (or in every one, "*")."""
+    return [
+        (str(u), str(r))
+        for u, r in session.execute(
+            sa_select(col(RoleAssignment.username), col(RoleAssignment.role))
+            .join(User, col(User.username) == col(RoleAssignment.username))
+            .where(col(RoleAssignment.legal_entity).in_([legal_entity, "*"]), col(User.active))
+            .order_by(col(RoleAssignment.username), col(RoleAssignment.role))
+        )
+    ]
+
+
+def delegations_in_force(session: Session, legal_entity: str, role: str, on: date) -> list[Delegation]:
+    """Every delegation of `role` in the legal entity in force on `on` (not revoked), oldest first."""
+    return list(
+        session.exec(
+            select(Delegation)
+            .where(
+                Delegation.legal_entity == legal_entity,
+                Delegation.role == role,
+                col(Delegation.revoked_at).is_(None),
+                col(Delegation.starts_on) <= on,
+                col(Delegation.ends_on) >= on,
+            )
+            .order_by(col(Delegation.created_at))
+        )
+    )
+
+
+def customer_names(session: Session, customer_ids: list[str]) -> dict[str, str]:
+    if not customer_ids:
+        return {}
+    return {
+        str(i): str(n)
+        for i, n in session.execute(
+            sa_select(col(Customer.id), col(Customer.name)).where(
+                col(Customer.id).in_(sorted(set(customer_ids)))
+            )
+        )
+    }
+
+
+@dataclass(frozen=True)
+class InvoicePayment:
+    payment: Payment
+    amount_minor: int  # the part applied to this invoice
+    applied_by: str
+    applied_at: datetime
+
+
+def payments_of_invoice(session: Session, invoice_id: str) -> list[InvoicePayment]:
+    """The receipts applied to an invoice, oldest first."""
+    return [
+        InvoicePayment(p, int(a.amount_minor), a.applied_by, a.applied_at)
+        for a, p in session.execute(
+            sa_select(PaymentAllocation, Payment)
+            .join(Payment, col(Payment.id) == col(PaymentAllocation.payment_id))
+            .where(col(PaymentAllocation.invoice_id) == invoice_id)
+            .order_by(col(PaymentAllocation.applied_at), col(PaymentAllocation.id))
+        )
+    ]
+
+
+def portal_passes(session: Session, invoice_id: str) -> list[PortalSubmission]:
+    """Every pass of an invoice through its customer's portal, first pass first."""
+    return list(
+        session.exec(
+            select(PortalSubmission)
+            .where(PortalSubmission.invoice_id == invoice_id)
+            .order_by(col(PortalSubmission.submission_pass))
+        )
+    )

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     task_queue: str = "cashcycle"
     secret_key: str = DEFAULT_SECRET  # signs API tokens
     token_minutes: int = 8 * 60
+    # The web UI: how long a browser stays signed in (ended sooner by logout or by disabling the user).
+    session_minutes: int = 8 * 60
+    # The web UI's address as people reach it: the links in reminder and escalation mails.
+    ui_base_url: str = "http://127.0.0.1:8000"
     # Outgoing mail (invoice delivery). `cashcycle up` starts a local capture server when unset.
     smtp_host: str = ""
     smtp_port: int = 25
@@ -45,6 +49,10 @@ class Settings(BaseSettings):
     approval_reminder_seconds: float = 24 * 3600.0
     approval_escalation_seconds: float = 72 * 3600.0
     max_body_bytes: int = 1_000_000
+    # The control tower: the service levels (TOML; default policies/sla.toml) and the Temporal Web UI its
+    # rows link to (`cashcycle up` sets it for the dev server it starts; empty: no links).
+    sla_file: str = ""
+    temporal_ui_url: str = ""
     # Evidence: the Ed25519 key that signs ledger checkpoints (32-byte seed, hex or base64), the public keys
     # of earlier (rotated) signing keys still trusted for old checkpoints (hex, comma-separated), and when
     # the checkpoint schedule runs (cron, UTC; daily by default).

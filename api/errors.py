@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import WorkflowUpdateFailedError
@@ -95,6 +96,7 @@ CODES: dict[str, tuple[int, str]] = {
     "already_applied": (409, "this payment was already applied to the invoice"),
     "tier_already_approved": (409, "someone approved that tier meanwhile"),
     "tier_out_of_order": (409, "a later tier than the one waiting"),
+    "delivery_in_progress": (409, "the invoice's delivery activity is running or retrying: retry it instead"),
     "external_id_conflict": (409, "the external_id names an invoice created with another body"),
     "external_ref_conflict": (409, "the external_ref (or Idempotency-Key) names a customer with other data"),
     "idempotency_key_conflict": (409, "the Idempotency-Key was used for another request"),
@@ -188,9 +190,29 @@ def from_workflow(exc: WorkflowUpdateFailedError | ApplicationError) -> AppError
     )
 
 
+PageErrorRenderer = Callable[[Request, int, str, str, dict[str, Any]], Response]
+
+
+def _page_error(
+    request: Request, status: int, code: str, message: str, details: dict[str, Any]
+) -> Response | None:
+    """The web UI's pages answer errors as pages: the same status, code and message as the JSON API would
+    give, rendered by the renderer the pages install (api/pages/common.py); None for the JSON API."""
+    render: PageErrorRenderer | None = getattr(request.app.state, "render_page_error", None)
+    if render is None or request.url.path.startswith(JSON_PATHS):
+        return None
+    return render(request, status, code, message, details)
+
+
+# Paths answered in JSON whatever the error; everything else is a page of the web UI.
+JSON_PATHS = ("/api/", "/healthz", "/openapi.json", "/docs", "/redoc")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
-    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+    async def _app_error(request: Request, exc: AppError) -> Response:
+        if (page := _page_error(request, exc.status, exc.code, exc.message, exc.details)) is not None:
+            return page
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         details = exc.details
         if exc.status == 422 and "field" in details and "fields" not in details:
@@ -201,7 +223,7 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         fields = []
         for err in exc.errors():
             if err.get("type") == "json_invalid":  # loc is ("body", <character position>)
@@ -215,10 +237,12 @@ def install(app: FastAPI) -> None:
             name = str(loc[-1]) if loc[:1] == ("header",) else ".".join(str(p) for p in loc if p != "body")
             fields.append({"field": name or "body", "reason": err.get("msg", "")})
         message = "; ".join(f"{f['field']}: {f['reason']}" for f in fields[:5])
+        if (page := _page_error(request, 422, "invalid_input", message, {"fields": fields})) is not None:
+            return page
         return JSONResponse(error_body("invalid_input", message, {"fields": fields}), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400:
             # FastAPI answers 400 "There was an error parsing the body" for a body it cannot decode (bytes
             # that are not UTF-8, a broken multipart form); JSON that does not parse comes as a
@@ -243,16 +267,23 @@ def install(app: FastAPI) -> None:
             405: "method_not_allowed",
             413: "body_too_large",
         }.get(exc.status_code, "http_error")
+        if (page := _page_error(request, exc.status_code, code, str(exc.detail), {})) is not None:
+            page.headers.update(headers)
+            return page
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(WorkflowUpdateFailedError)
-    async def _update_failed(_: Request, exc: WorkflowUpdateFailedError) -> JSONResponse:
+    async def _update_failed(request: Request, exc: WorkflowUpdateFailedError) -> Response:
         err = from_workflow(exc)
+        if (page := _page_error(request, err.status, err.code, err.message, err.details)) is not None:
+            return page
         return JSONResponse(error_body(err.code, err.message, err.details), status_code=err.status)
 
     @app.exception_handler(RPCError)
-    async def _rpc(_: Request, exc: RPCError) -> JSONResponse:
+    async def _rpc(request: Request, exc: RPCError) -> Response:
         log.warning("Temporal RPC error: %s", exc)
+        if page := _page_error(request, 503, "unavailable", "the workflow service is unavailable; retry", {}):
+            return page
         if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
             return JSONResponse(
                 error_body("unavailable", "the workflow service is unavailable; retry"), status_code=503

@@ -36,6 +36,7 @@ from activities.queries import (
     list_invoices,
     payment_allocations,
     payment_by_id,
+    ui_session,
 )
 from api.approvals import approval_chain, rules_state
 from tests.conftest import PASSWORD, PASSWORD_HASH
@@ -620,6 +621,15 @@ def reads_the_portals(s: Session, d: Dataset) -> None:
     ]
 
 
+def the_ui_sessions(d: Dataset) -> None:
+    """0006: the web UI's sessions. A store at 0006 may hold signed-in browsers, but the downgrade drops
+    them without refusing (signing in again loses nothing), so the dataset holds none."""
+
+
+def reads_the_ui_sessions(s: Session, d: Dataset) -> None:
+    assert ui_session(s, "0" * 64) is None
+
+
 TABLES_OF_THE_FIRST_RELEASE = (
     "app_user idempotent_response ledger_entry ledger_head legal_entity number_sequence policy_revision "
     "customer role_assignment invoice payment invoice_delivery invoice_line payment_allocation"
@@ -661,6 +671,7 @@ RELEASES: dict[str, Release] = {
     "0005": Release(
         the_portals, reads_the_portals, {"customers on a portal", "portal passes", "portal poll cursors"}
     ),
+    "0006": Release(the_ui_sessions, reads_the_ui_sessions, set()),
 }
 
 
