@@ -24,6 +24,7 @@ import json
 import random
 import zipfile
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -71,6 +72,14 @@ POPULATION_COLUMNS = [
     "currency",
     "payload",
 ]
+
+
+# Told what the build is doing and how far along it is (0-100), for those watching it (the compliance page).
+Progress = Callable[[str, int], None]
+
+
+def _silent(stage: str, percent: int) -> None:
+    pass
 
 
 class PackError(ValueError):
@@ -132,7 +141,9 @@ def build_pack(
     req: PackRequest,
     catalogue: Catalogue | None = None,
     now: datetime | None = None,
+    progress: Progress | None = None,
 ) -> Pack:
+    told = progress or _silent
     catalogue = catalogue or load_catalogue()
     control = catalogue.controls.get(req.control_id)
     if control is None:
@@ -154,7 +165,9 @@ def build_pack(
     bounds: dict[str, Any] = {}
     verifications: dict[str, Any] = {}
     with reading(store) as session:
-        for entity in sorted(req.legal_entities):
+        chosen = sorted(req.legal_entities)
+        for n, entity in enumerate(chosen):
+            told(f"verifying the ledger of {entity} and reading its population", 5 + 55 * n // len(chosen))
             lo, hi, zone = _bounds(session, entity, req.period_start, req.period_end)
             bounds[entity] = {"from_utc": lo, "before_utc": hi, "time_zone": zone}
             head = session.get(LedgerHead, entity)
@@ -189,6 +202,7 @@ def build_pack(
             items.extend(Item.from_row(r) for r in rows)
 
     # The population, in ledger order, each row traceable to its entry.
+    told(f"writing the population ({len(items)} records)", 60)
     pop_rows: list[list[Any]] = []
     jsonl: list[str] = []
     totals: dict[str, int] = defaultdict(int)
@@ -225,6 +239,7 @@ def build_pack(
     population_jsonl = "".join(line + "\n" for line in jsonl).encode("utf-8")
     population_sha = hashlib.sha256(population_csv).hexdigest()
 
+    told("drawing the sample", 70)
     # The sample: indices drawn from the population in ledger order, reproducibly from the seed.
     if req.seed is not None:
         seed, seed_source = req.seed, "requested"
@@ -235,6 +250,7 @@ def build_pack(
     picked = sorted(random.Random(seed).sample(range(len(items)), k))
     sample = [items[i] for i in picked]
 
+    told(f"running the attribute tests on {len(sample)} sampled items", 75)
     ctx = TestContext(conflicts=load_conflicts())
     histories: dict[tuple[str, str], list[Item]] = {}
     with reading(store) as session:
@@ -359,6 +375,7 @@ def build_pack(
             for name, data in files.items()
         },
     }
+    told("writing the zip", 95)
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
     readme = _readme(control, req, len(items), k, seed).encode("utf-8")
     buf = io.BytesIO()

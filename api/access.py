@@ -174,10 +174,16 @@ def revoke_role(body: RoleChange, ctx: ContextDep, session: SessionDep, user: Cu
 async def role_assignments(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> list[Assignment]:
     """Who holds which role in which legal entity, in the legal entities where the caller may read access
     (administrators, compliance)."""
+    return assignments_for(ctx, session, user.username)
+
+
+def assignments_for(ctx: AppContext, session: Session, username: str) -> list[Assignment]:
+    """The role assignments in the legal entities where `username` may read access (the JSON route and
+    the access review page)."""
     return [
         Assignment.model_validate(r, from_attributes=True)
         for r in queries.role_assignments(session)
-        if ctx.authorizer.check(user.username, r.legal_entity, "access:read")
+        if ctx.authorizer.check(username, r.legal_entity, "access:read")
     ]
 
 
@@ -188,10 +194,16 @@ async def conflicts_report(ctx: ContextDep, session: SessionDep, user: CurrentUs
     legal entities where the caller may read access (administrators, compliance). The report names the
     version (SHA-256) of the conflicts file it was checked against, when it ran and how many assignments
     it examined."""
-    entities = _readable_entities(ctx, session, user.username)
+    return conflicts_for(ctx, session, user.username)
+
+
+def conflicts_for(ctx: AppContext, session: Session, username: str) -> ConflictReportPublic:
+    """The conflicts-of-duties report over the legal entities where `username` may read access (the JSON
+    route and the access review page); 403 naming access:read when there are none."""
+    entities = _readable_entities(ctx, session, username)
     if not entities:
         raise Forbidden(
-            f"{user.username} may not access:read in any legal entity", code="forbidden", action="access:read"
+            f"{username} may not access:read in any legal entity", code="forbidden", action="access:read"
         )
     report = conflict_report(session, entities)
     return ConflictReportPublic(
@@ -221,9 +233,14 @@ async def verify_access_chain(
 ) -> AccessChainVerification:
     """Recompute the hash chain of the access ledger (users added and disabled, policy files in force),
     which belongs to no legal entity (for those who may read access in some legal entity)."""
-    if not _readable_entities(ctx, session, user.username):
+    return verify_access_for(ctx, session, user.username)
+
+
+def verify_access_for(ctx: AppContext, session: Session, username: str) -> AccessChainVerification:
+    """The access chain's verification, for those who may read access somewhere (403 otherwise)."""
+    if not _readable_entities(ctx, session, username):
         raise Forbidden(
-            f"{user.username} may not access:read in any legal entity", code="forbidden", action="access:read"
+            f"{username} may not access:read in any legal entity", code="forbidden", action="access:read"
         )
     result = verify_chain(session, ACCESS_CHAIN)
     return AccessChainVerification(

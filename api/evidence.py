@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
+from sqlmodel import Session
 
 from activities import queries
 from activities.checkpoints import checkpoint_export, checkpoints_of, trusted_public_keys, verify_and_record
@@ -20,8 +21,8 @@ from activities.controls import load_catalogue
 from activities.db import reading
 from activities.ledger import Verification
 from activities.models import LedgerCheckpoint
-from activities.packs import PackError, PackRequest, build_pack, record_pack
-from api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep, entities_for
+from activities.packs import Pack, PackError, PackRequest, Progress, build_pack, record_pack
+from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep, entities_for
 from api.errors import Conflict, Invalid, NotFound, errors
 from api.schemas import JSON_INTEGER, Day, Strict
 from workflows.checkpoint import LedgerCheckpointWorkflow
@@ -81,13 +82,26 @@ async def verify_ledger(
     """Recompute the hash chain of each legal entity the caller may audit (or one, or a seq range),
     against its head and its signed checkpoints: either intact with N entries and the head hash, or the
     first seq where it breaks and how. Each run is recorded in the ledger it verified."""
+    return await verify_ledgers(ctx, session, user.username, entity, from_seq, to_seq)
+
+
+async def verify_ledgers(
+    ctx: AppContext,
+    session: Session,
+    username: str,
+    entity: str | None,
+    from_seq: int | None = None,
+    to_seq: int | None = None,
+) -> list[ChainVerification]:
+    """Verify (and record the run on) each chain `username` may read (or `entity`'s): the JSON route and
+    the compliance pages."""
     if from_seq is not None and to_seq is not None and to_seq < from_seq:
         raise Invalid("to is before from", code="invalid_range", field="to")
-    entities = entities_for(ctx, session, user.username, "ledger:read", entity)
+    entities = entities_for(ctx, session, username, "ledger:read", entity)
     out = []
     for code in entities:
         run = await asyncio.to_thread(
-            verify_and_record, ctx.store, ctx.settings, code, user.username, from_seq, to_seq
+            verify_and_record, ctx.store, ctx.settings, code, username, from_seq, to_seq
         )
         out.append(_out(run.result, run.ledger_seq))
     return out
@@ -125,9 +139,16 @@ async def list_checkpoints(
     entity: Annotated[str | None, Query(max_length=32)] = None,
 ) -> list[CheckpointOut]:
     """Every signed checkpoint (export them: anyone holding the public key can check them offline)."""
+    return checkpoints_for(ctx, session, user.username, entity)
+
+
+def checkpoints_for(
+    ctx: AppContext, session: Session, username: str, entity: str | None
+) -> list[CheckpointOut]:
+    """The checkpoints of the chains `username` may read (or `entity`'s), oldest first per chain."""
     trusted = trusted_public_keys(ctx.settings)
     out = []
-    for code in entities_for(ctx, session, user.username, "ledger:read", entity):
+    for code in entities_for(ctx, session, username, "ledger:read", entity):
         out += [_checkpoint_out(cp, trusted) for cp in checkpoints_of(session, code)]
     return out
 
@@ -148,7 +169,15 @@ async def make_checkpoints(
     """Sign a checkpoint of each chain the caller may checkpoint (or one), now, through the same
     workflow the daily schedule runs."""
     entity = body.legal_entity if body else None
-    entities = entities_for(ctx, session, user.username, "evidence:checkpoint", entity)
+    return await sign_checkpoints(ctx, session, user.username, entity, idempotency_key)
+
+
+async def sign_checkpoints(
+    ctx: AppContext, session: Session, username: str, entity: str | None, idempotency_key: str | None
+) -> list[CheckpointOut]:
+    """Sign a checkpoint of each chain `username` may checkpoint (or `entity`'s), through the checkpoint
+    workflow: the JSON route and the compliance pages. The same key again is the same workflow run."""
+    entities = entities_for(ctx, session, username, "evidence:checkpoint", entity)
     made: list[int] = []
     for code in entities:
         if not queries.ledger_has_entries(session, code):
@@ -159,10 +188,10 @@ async def make_checkpoints(
                     field="legal_entity",
                 )
             continue
-        key = f"{user.username}:{idempotency_key}:{code}" if idempotency_key else uuid.uuid4().hex
+        key = f"{username}:{idempotency_key}:{code}" if idempotency_key else uuid.uuid4().hex
         run: CheckpointRun = await ctx.temporal.execute_workflow(
             LedgerCheckpointWorkflow.run,
-            CheckpointRequest(trigger="on_demand", requested_by=user.username, legal_entity=code),
+            CheckpointRequest(trigger="on_demand", requested_by=username, legal_entity=code),
             id=f"ledger-checkpoint/on-demand/{key}",
             task_queue=ctx.settings.task_queue,
         )
@@ -200,6 +229,10 @@ class ControlOut(BaseModel):
 async def list_controls(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> list[ControlOut]:
     """The control catalogue (policies/controls.toml)."""
     entities_for(ctx, session, user.username, "ledger:read", None)
+    return control_catalogue()
+
+
+def control_catalogue() -> list[ControlOut]:
     return [
         ControlOut(
             id=c.id,
@@ -238,25 +271,8 @@ async def make_pack(
 ) -> Response:
     """An evidence pack for one control and period: population (CSV, JSON Lines), manifest, the sample
     drawn from the seed with its attribute tests, and the verification of the chains."""
-    entities = entities_for(ctx, session, user.username, "evidence:export", body.legal_entity)
-    req = PackRequest(
-        control_id=body.control_id,
-        period_start=body.period_start,
-        period_end=body.period_end,
-        legal_entities=tuple(entities),
-        requested_by=user.username,
-        sample_size=body.sample_size,
-        seed=body.seed,
-    )
-    try:
-        pack = await asyncio.to_thread(build_pack, ctx.store, ctx.settings, req)
-    except PackError as exc:
-        if exc.field == "control_id":
-            raise NotFound(str(exc)) from None
-        # The period's order and length relate two fields; a legal entity with no population is the store's.
-        code = "invalid_range" if exc.field.startswith("period") else "unknown_reference"
-        raise Invalid(str(exc), code=code, field=exc.field) from None
-    await asyncio.to_thread(record_pack, ctx.store, pack, user.username, idempotency_key or "")
+    req = pack_request(ctx, session, user.username, body)
+    pack = await produce_pack(ctx, req, idempotency_key)
     return Response(
         pack.data,
         media_type="application/zip",
@@ -266,3 +282,37 @@ async def make_pack(
             "X-Population-SHA256": pack.manifest["files"]["population.csv"]["sha256"],
         },
     )
+
+
+def pack_request(ctx: AppContext, session: Session, username: str, body: PackBody) -> PackRequest:
+    """The pack `username` asks for, over the legal entities where they may export evidence (or one):
+    403 naming evidence:export otherwise."""
+    entities = entities_for(ctx, session, username, "evidence:export", body.legal_entity)
+    return PackRequest(
+        control_id=body.control_id,
+        period_start=body.period_start,
+        period_end=body.period_end,
+        legal_entities=tuple(entities),
+        requested_by=username,
+        sample_size=body.sample_size,
+        seed=body.seed,
+    )
+
+
+async def produce_pack(
+    ctx: AppContext, req: PackRequest, idempotency_key: str | None, progress: Progress | None = None
+) -> Pack:
+    """Build the pack and record its production in the ledger: the JSON route, and the compliance pages'
+    background builds (which pass `progress`, told each stage and how far along it is)."""
+    try:
+        pack = await asyncio.to_thread(build_pack, ctx.store, ctx.settings, req, progress=progress)
+    except PackError as exc:
+        if exc.field == "control_id":
+            raise NotFound(str(exc)) from None
+        # The period's order and length relate two fields; a legal entity with no population is the store's.
+        code = "invalid_range" if exc.field.startswith("period") else "unknown_reference"
+        raise Invalid(str(exc), code=code, field=exc.field) from None
+    if progress is not None:
+        progress("recording the pack in the ledger", 98)
+    await asyncio.to_thread(record_pack, ctx.store, pack, req.requested_by, idempotency_key or "")
+    return pack
