@@ -106,7 +106,7 @@ def build_worker(
 
     portals = PortalActivities(adapters, documents=document, render_ubl=render_ubl)
     polling = PortalPollActivities(store, client, adapters)
-    approvals = ApprovalActivities(store, smtp, matrix)
+    approvals = ApprovalActivities(store, smtp, matrix, ui_base_url=settings.ui_base_url)
     return Worker(
         client,
         task_queue=task_queue,

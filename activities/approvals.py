@@ -112,10 +112,13 @@ class ApprovalActivities:
     TransitionActivities.submit_invoice, which records the submission with its tiers; `plan_approval`
     serves invoice workflows of the earlier shape)."""
 
-    def __init__(self, store: Store, smtp: SmtpConfig, matrix: MatrixFile | None = None) -> None:
+    def __init__(
+        self, store: Store, smtp: SmtpConfig, matrix: MatrixFile | None = None, ui_base_url: str = ""
+    ) -> None:
         self._store = store
         self._smtp = smtp
         self._matrix = matrix or MatrixFile()
+        self._ui = ui_base_url.rstrip("/")
 
     @activity.defn
     def plan_approval(self, req: PlanRequest) -> ApprovalPlan:
@@ -157,6 +160,8 @@ class ApprovalActivities:
             }
         amount = format_minor(state.draft.total_minor, state.draft.currency)
         label = state.number or state.external_id
+        # Where people act on it: the invoice's page in the web UI (approve, reject, reassign in place).
+        page = f"\n\nOpen the invoice: {self._ui}/invoices/{state.invoice_id}" if self._ui else ""
         if req.kind == "portal_rejection":
             where = f"the portal {state.portal}" if state.portal and state.portal != "email" else "delivery"
             subject = f"Invoice {label} was not accepted by {where}: fix and resubmit"
@@ -171,13 +176,13 @@ class ApprovalActivities:
             body = (
                 f"Invoice {label} ({amount} {state.draft.currency}) has waited since {state.tier_since} for "
                 f"tier {req.tier} approval by a {req.role}. As supervisor you can reassign it to a named "
-                f"approver: POST /api/v1/invoices/{state.invoice_id}/reassign."
+                f"approver: POST /api/v1/invoices/{state.invoice_id}/reassign.{page}"
             )
         else:
             subject = f"Reminder: invoice {label} waits for your approval (tier {req.tier})"
             body = (
                 f"Invoice {label} ({amount} {state.draft.currency}) has waited since {state.tier_since} for "
-                f"tier {req.tier} approval ({req.role}). See GET /api/v1/approvals/inbox."
+                f"tier {req.tier} approval ({req.role}). See GET /api/v1/approvals/inbox.{page}"
             )
         sent: list[str] = []
         for username in recipients:

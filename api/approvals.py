@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from activities import queries
 from activities.approvals import (
@@ -91,27 +92,109 @@ def rules_state(inv: Invoice) -> InvoiceState:
     )
 
 
-class ApproveOption(BaseModel):
+class ActionOption(BaseModel):
+    """Whether a user may take an action on an invoice now; if not, why not, and who may instead. The
+    one evaluation behind the actions of the invoice JSON, its `unavailable_actions`, a refused
+    command's error body and the pages."""
+
     allowed: bool
     reason: str = ""
     code: str = ""  # the refusal's error code when not allowed (see workflows/errors.py)
     rule: str = ""
     tier: int | None = None
     on_behalf_of: str | None = None
+    who_can_instead: list[str] = Field(default_factory=list)
+
+
+ApproveOption = ActionOption
+
+
+def forbidden_reason(username: str, action: str, legal_entity: str) -> str:
+    """What a refusal for want of a role says (the same words as Authorizer.require)."""
+    return f"{username} may not {action} in legal entity {legal_entity}: no role held there grants {action}"
+
+
+def _memo(session: Session, key: tuple[Any, ...], compute: Any) -> Any:
+    """Per-request memo on the read session: a list page evaluates many invoices of one legal entity."""
+    memo: dict[tuple[Any, ...], Any] = session.info.setdefault("cashcycle.memo", {})
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
+def _entity_today(session: Session, legal_entity: str) -> date:
+    today: date = _memo(session, ("today", legal_entity), lambda: entity_today(session, legal_entity))
+    return today
+
+
+def who_may(ctx: AppContext, session: Session, legal_entity: str, action: str, but: str) -> list[str]:
+    """Active users whose roles in the legal entity grant `action`, except `but`."""
+    users = _memo(session, ("users", legal_entity), lambda: queries.users_in_entity(session, legal_entity))
+    names = sorted({u for u, _ in users if u != but and ctx.authorizer.check(u, legal_entity, action)})
+    return names
+
+
+def who_can_approve(ctx: AppContext, session: Session, inv: Invoice, but: str) -> list[str]:
+    """Who may approve the waiting tier now: holders of the tier's role in the legal entity (with
+    invoice:approve there) and delegates of it in force today, less those the approval rules bar
+    (preparers, earlier approvers, anyone but the assignee of a reassigned tier), except `but`."""
+    state = rules_state(inv)
+    tier = current_tier(state)
+    if tier is None:
+        return []
+    entity = inv.legal_entity
+    users = _memo(session, ("users", entity), lambda: queries.users_in_entity(session, entity))
+    found: set[str] = set()
+    for username in sorted({u for u, role in users if role == tier.role and u != but}):
+        roles = ctx.authorizer.roles(username, entity)
+        if ctx.authorizer.check(username, entity, "invoice:approve") and (
+            approval_refusal(state, Actor(username, roles), tier.level) is None
+        ):
+            found.add(username)
+    holders = {u for u, role in users if role == tier.role}
+    active = {u for u, _ in users}
+    lent = _memo(
+        session,
+        ("lent", entity, tier.role),
+        lambda: queries.delegations_in_force(session, entity, tier.role, _entity_today(session, entity)),
+    )
+    for d in lent:
+        if d.delegate == but or d.delegate in found or d.delegator not in holders:
+            continue
+        if d.delegate not in active and not _is_active(session, d.delegate):
+            continue
+        refusal = approval_refusal(state, Actor(d.delegate, []), tier.level, d.delegator)
+        if refusal is None:
+            found.add(d.delegate)
+    return sorted(found)
+
+
+def _is_active(session: Session, username: str) -> bool:
+    active, _ = queries.active_user_and_policy_revision(session, username)
+    return active
 
 
 def approve_option(
     ctx: AppContext, session: Session, inv: Invoice, username: str, tier_seen: int = 0
-) -> ApproveOption:
+) -> ActionOption:
     """Whether `username` can approve the invoice's waiting tier now, under their own roles or a
-    delegation in force today, and if not, why not."""
+    delegation in force today; if not, why not and who can instead."""
+    option = _approve_option(ctx, session, inv, username, tier_seen)
+    if not option.allowed and option.code != "transition_refused" and option.tier is not None:
+        option.who_can_instead = who_can_approve(ctx, session, inv, but=username)
+    return option
+
+
+def _approve_option(
+    ctx: AppContext, session: Session, inv: Invoice, username: str, tier_seen: int = 0
+) -> ActionOption:
     state = rules_state(inv)
     tier = current_tier(state)
     if tier_seen:
         # Stale or out-of-order tiers are refused before roles: the caller named the wrong tier.
         stale = approval_refusal(state, Actor(username, []), tier_seen)
         if stale is not None and stale.code in ("tier_already_approved", "tier_out_of_order"):
-            return ApproveOption(
+            return ActionOption(
                 allowed=False,
                 reason=stale.message,
                 code=stale.code,
@@ -119,7 +202,7 @@ def approve_option(
                 tier=tier.level if tier else None,
             )
     if tier is None:
-        return ApproveOption(
+        return ActionOption(
             allowed=False,
             reason=f"cannot approve an invoice in status {inv.status}",
             code="transition_refused",
@@ -129,28 +212,37 @@ def approve_option(
     own = approval_refusal(state, Actor(username, roles), tier.level)
     may_approve_here = ctx.authorizer.check(username, inv.legal_entity, "invoice:approve") is not None
     if own is None and may_approve_here:
-        return ApproveOption(allowed=True, tier=tier.level)
-    today = entity_today(session, inv.legal_entity)
+        return ActionOption(allowed=True, tier=tier.level)
+    today = _entity_today(session, inv.legal_entity)
     delegated = None
     for lent in delegations_to(session, username, inv.legal_entity, tier.role, today):
         refusal = approval_refusal(state, Actor(username, roles), tier.level, lent.delegator)
         if refusal is None:
-            return ApproveOption(allowed=True, tier=tier.level, on_behalf_of=lent.delegator)
+            return ActionOption(allowed=True, tier=tier.level, on_behalf_of=lent.delegator)
         delegated = delegated or refusal
     if delegated is not None and (not may_approve_here or own is None or own.code == "no_authority"):
         # Holding a delegation for this tier, the delegate is refused for what the delegation cannot lift.
-        return ApproveOption(
+        return ActionOption(
             allowed=False, reason=delegated.message, tier=tier.level, code=delegated.code, rule=delegated.rule
         )
     if own is None or not may_approve_here:
-        return ApproveOption(
+        return ActionOption(
             allowed=False,
             tier=tier.level,
             code="forbidden",
             rule="invoice:approve",
-            reason=f"{username} may not invoice:approve in {inv.legal_entity}",
+            reason=forbidden_reason(username, "invoice:approve", inv.legal_entity),
         )
-    return ApproveOption(allowed=False, reason=own.message, tier=tier.level, code=own.code, rule=own.rule)
+    return ActionOption(allowed=False, reason=own.message, tier=tier.level, code=own.code, rule=own.rule)
+
+
+def instead_sentence(action: str, names: list[str], tier: int | None = None) -> str:
+    """ "approver2 or controller can approve tier 2": how pages say who may act instead."""
+    what = f"{action} tier {tier}" if tier else action
+    if not names:
+        return f"nobody else can {what} now"
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"{listed} can {what}"
 
 
 class ChainStep(BaseModel):
@@ -210,7 +302,10 @@ def approval_chain(inv: Invoice) -> ApprovalChain:
 class InboxItem(BaseModel):
     invoice_id: str
     external_id: str
+    number: str | None = None
     customer_id: str
+    customer_name: str = ""
+    po_number: str | None = None
     currency: str
     total: str
     tier: int
@@ -218,49 +313,147 @@ class InboxItem(BaseModel):
     on_behalf_of: str | None
     waiting_since: datetime | None
     escalated: bool
+    sla: str = Field(default="on_time", description="on_time | reminded | escalated (the tier's SLA so far)")
     matrix_version: str | None
 
 
-@router.get("/approvals/inbox", response_model=list[InboxItem])
-async def approval_inbox(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> list[InboxItem]:
-    """Invoices waiting at a tier the caller may approve now (own role or a delegation in force), and
-    that segregation of duties does not bar them from; longest waiting first."""
-    entities = queries.entities_of(session, user.username)
-    entities += [
-        d.legal_entity for d in delegations_of(session, user.username) if d.delegate == user.username
-    ]
-    pending = session.exec(
-        select(Invoice)
-        .where(
-            col(Invoice.legal_entity).in_(sorted(set(entities))),
-            Invoice.status == "pending_approval",
-        )
-        .order_by(col(Invoice.status_since), col(Invoice.id))
+SlaState = Literal["on_time", "reminded", "escalated"]
+INBOX_MAX_LIMIT = 500
+INBOX_MAX_OFFSET = 1_000_000
+
+
+@dataclass(frozen=True)
+class Inbox:
+    items: list[InboxItem]
+    total: int
+
+
+def approval_roles(ctx: AppContext, session: Session, username: str) -> dict[str, set[str]]:
+    """The approval roles `username` can act with now, per legal entity: their own (where their roles
+    grant invoice:approve) and those lent to them by a delegation in force today."""
+    entities = queries.entities_of(session, username)
+    if "*" in entities:
+        entities = queries.legal_entity_codes(session)
+    roles: dict[str, set[str]] = {}
+    for entity in entities:
+        if ctx.authorizer.check(username, entity, "invoice:approve"):
+            roles[entity] = set(ctx.authorizer.roles(username, entity))
+    for d in delegations_of(session, username):
+        if d.delegate != username or d.revoked_at is not None:
+            continue
+        today = _entity_today(session, d.legal_entity)
+        if d.starts_on <= today <= d.ends_on:
+            roles.setdefault(d.legal_entity, set()).add(d.role)
+    return roles
+
+
+def approval_inbox_page(
+    ctx: AppContext,
+    session: Session,
+    username: str,
+    *,
+    search: str | None = None,
+    customer_id: str | None = None,
+    po_number: str | None = None,
+    tier: int | None = None,
+    sla: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Inbox:
+    """What `username` may approve now, longest waiting first: the store filters (status, legal entity,
+    the waiting tier's role, segregation of duties, the search), and each invoice of the page is checked
+    again with the approval rules (a reassigned tier, a delegator barred), as the command will be."""
+    page = queries.approval_inbox(
+        session,
+        username,
+        approval_roles(ctx, session, username),
+        search=search,
+        customer_id=customer_id,
+        po_number=po_number,
+        tier=tier,
+        sla=sla,
+        limit=limit,
+        offset=offset,
     )
     items: list[InboxItem] = []
-    for inv in pending:
-        option = approve_option(ctx, session, inv, user.username)
+    for row in page.rows:
+        inv = row.invoice
+        option = _approve_option(ctx, session, inv, username)
         if not option.allowed or option.tier is None:
             continue
-        chain = approval_chain(inv)
-        step = chain.steps[option.tier - 1]
         items.append(
             InboxItem(
                 invoice_id=inv.id,
                 external_id=inv.external_id,
+                number=inv.number,
                 customer_id=inv.customer_id,
+                customer_name=row.customer_name,
+                po_number=inv.po_number,
                 currency=inv.currency,
                 total=format_minor(inv.total_minor, inv.currency),
-                tier=step.tier,
-                role=step.role,
+                tier=option.tier,
+                role=row.role,
                 on_behalf_of=option.on_behalf_of,
-                waiting_since=chain.waiting_since,
-                escalated=chain.escalated,
-                matrix_version=chain.matrix_version,
+                waiting_since=row.waiting_since,
+                escalated=row.escalated,
+                sla=row.sla,
+                matrix_version=inv.matrix_version,
             )
         )
-    items.sort(key=lambda i: i.waiting_since or datetime.max.replace(tzinfo=None))
-    return items
+    return Inbox(items, page.total - (len(page.rows) - len(items)))
+
+
+@router.get(
+    "/approvals/inbox",
+    response_model=list[InboxItem],
+    responses={
+        200: {
+            "description": "the page of the inbox",
+            "headers": {
+                "X-Total-Count": {
+                    "description": "how many invoices wait for the caller in all (with these filters)",
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            },
+        }
+    },
+)
+async def approval_inbox(
+    ctx: ContextDep,
+    session: SessionDep,
+    user: CurrentUser,
+    response: Response,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=100, description="part of the invoice number, external id, PO number or customer name"
+        ),
+    ] = None,
+    customer_id: Annotated[str | None, Query(max_length=36)] = None,
+    po_number: Annotated[str | None, Query(max_length=100, description="part of the PO number")] = None,
+    tier: Annotated[int | None, Query(ge=1, le=20)] = None,
+    sla: Annotated[SlaState | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=INBOX_MAX_LIMIT)] = 100,
+    offset: Annotated[int, Query(ge=0, le=INBOX_MAX_OFFSET)] = 0,
+) -> list[InboxItem]:
+    """Invoices waiting at a tier the caller may approve now (own role or a delegation in force), and
+    that segregation of duties does not bar them from; longest waiting first. Filters: `q` (invoice
+    number, external id, PO or customer name), `customer_id`, `po_number`, `tier`, `sla`; at most `limit`
+    items (default 100) from `offset`, and `X-Total-Count` says how many there are in all."""
+    inbox = approval_inbox_page(
+        ctx,
+        session,
+        user.username,
+        search=q,
+        customer_id=customer_id,
+        po_number=po_number,
+        tier=tier,
+        sla=sla,
+        limit=limit,
+        offset=offset,
+    )
+    response.headers["X-Total-Count"] = str(inbox.total)
+    return inbox.items
 
 
 class DelegationCreate(Strict):

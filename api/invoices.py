@@ -33,7 +33,14 @@ from activities import queries
 from activities.db import reading
 from activities.models import Customer, Invoice, InvoiceLine, LegalEntity, PortalSubmission
 from activities.money import MoneyError, exponent, format_minor, line_amounts, parse_decimal, tax_by_rate
-from api.approvals import ApproveOption, approval_chain, approve_option, rules_state
+from api.approvals import (
+    ActionOption,
+    approval_chain,
+    approve_option,
+    forbidden_reason,
+    rules_state,
+    who_may,
+)
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from api.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unavailable, errors, from_workflow
 from api.schemas import (
@@ -239,23 +246,13 @@ def present(
     actions: list[str] = []
     unavailable: list[UnavailableAction] = []
     for event in states.events_from(status):
-        action = COMMANDS.get(event.value)
-        if action is None:
+        if event.value not in COMMANDS:
             continue
-        if event.value == "approve":
-            option = approve_option(ctx, session, inv, username)
-            if option.allowed:
-                actions.append("approve")
-            else:
-                unavailable.append(UnavailableAction(action="approve", reason=option.reason))
-        elif ctx.authorizer.check(username, inv.legal_entity, action):
+        option = command_option(ctx, session, inv, username, event.value)
+        if option.allowed:
             actions.append(event.value)
         else:
-            unavailable.append(
-                UnavailableAction(
-                    action=event.value, reason=f"{username} may not {action} in {inv.legal_entity}"
-                )
-            )
+            unavailable.append(unavailable_action(event.value, option))
     if status == states.Status.PENDING_APPROVAL and ctx.authorizer.check(
         username, inv.legal_entity, "approval:reassign"
     ):
@@ -304,6 +301,37 @@ def present(
         exchange_rate=inv.exchange_rate,
         portal=_portal_out(_latest_pass(session, inv) if portal is _UNREAD else portal),
         approval=approval_chain(inv).model_dump(mode="json"),
+    )
+
+
+def command_option(
+    ctx: AppContext, session: Session, inv: Invoice, username: str, event: str
+) -> ActionOption:
+    """Whether `username` may give the command `event` (a key of COMMANDS) on the invoice, as far as
+    permissions and the approval rules go (the workflow still checks the status): the evaluation behind
+    `actions`, `unavailable_actions`, a refused command's 403 and the pages."""
+    if event == "approve":
+        return approve_option(ctx, session, inv, username)
+    action = COMMANDS[event]
+    if ctx.authorizer.check(username, inv.legal_entity, action) is not None:
+        return ActionOption(allowed=True)
+    return ActionOption(
+        allowed=False,
+        code="forbidden",
+        rule=action,
+        reason=forbidden_reason(username, action, inv.legal_entity),
+        who_can_instead=who_may(ctx, session, inv.legal_entity, action, but=username),
+    )
+
+
+def unavailable_action(event: str, option: ActionOption) -> UnavailableAction:
+    return UnavailableAction(
+        action=event,
+        reason=option.reason,
+        code=option.code or "forbidden",
+        rule=option.rule,
+        tier=option.tier,
+        who_can_instead=option.who_can_instead,
     )
 
 
@@ -572,7 +600,11 @@ async def _command(
         else:
             applied = False
             if authorize is None:
-                grant = ctx.authorizer.require(username, inv.legal_entity, COMMANDS[event])
+                grant = ctx.authorizer.check(username, inv.legal_entity, COMMANDS[event])
+                if grant is None:
+                    raise command_error(
+                        command_option(ctx, session, inv, username, event), inv, username, ctx
+                    )
                 actor = Actor(username, grant.roles, grant.rule)
             else:
                 actor = authorize(session, inv)
@@ -704,12 +736,12 @@ async def approve_invoice(
     """Approve a pending invoice. Refused (403 segregation_of_duties) for whoever created or edited it,
     and for a second approval by the same person; 409 if it is no longer pending."""
     comment = body.comment if body else ""
-    chosen: dict[str, ApproveOption] = {}
+    chosen: dict[str, ActionOption] = {}
 
     def authorize(session: Session, inv: Invoice) -> Actor:
         option = approve_option(ctx, session, inv, user.username, tier_seen=body.tier or 0 if body else 0)
         if not option.allowed:
-            raise approval_error(option, inv.status)
+            raise command_error(option, inv, user.username, ctx)
         chosen["option"] = option
         grant = ctx.authorizer.check(user.username, inv.legal_entity, "invoice:approve")
         rule = grant.rule if grant else f"delegation from {option.on_behalf_of}"
@@ -732,11 +764,23 @@ async def approve_invoice(
     )
 
 
-def approval_error(option: ApproveOption, status: str) -> AppError:
+def command_error(option: ActionOption, inv: Invoice, username: str, ctx: AppContext) -> AppError:
+    """A refused command's error, from the same evaluation as `unavailable_actions`: the same reason, and
+    who may take the action instead (`details.who_can_instead`)."""
+    instead = {"who_can_instead": option.who_can_instead} if option.code != "transition_refused" else {}
     if option.code == "forbidden":
-        return Forbidden(option.reason, code="forbidden", action="invoice:approve")
+        return Forbidden(
+            option.reason,
+            code="forbidden",
+            action=option.rule,
+            legal_entity=inv.legal_entity,
+            roles_held=ctx.authorizer.roles(username, inv.legal_entity),
+            **instead,
+        )
     # The current status is named in every refusal, as the workflow's own refusals name it (rule 8).
-    err = AppError(option.reason, code=option.code, rule=option.rule, status=status)
+    err = AppError(option.reason, code=option.code, rule=option.rule, status=inv.status, **instead)
+    if option.tier is not None:
+        err.details["tier"] = option.tier
     err.status = HTTP_STATUS.get(option.code, 409)
     return err
 

@@ -239,8 +239,19 @@ class ReassignBody(Strict):
 
 
 class UnavailableAction(BaseModel):
+    """An action the state allows but the caller may not take: why, and who may take it instead. The same
+    evaluation answers a refused command (its 403 body's `details.who_can_instead`)."""
+
     action: str
     reason: str
+    code: str = Field(default="forbidden", description="the error code the command would be refused with")
+    rule: str = Field(default="", description="the rule that refuses it (segregation of duties, role, ...)")
+    tier: int | None = Field(default=None, description="the approval tier it concerns (approve)")
+    who_can_instead: list[str] = Field(
+        default_factory=list,
+        description="users who may take the action now: the tier's role (or a delegation of it in force), "
+        "less those segregation of duties bars",
+    )
 
 
 class ReasonBody(Strict):
