@@ -35,7 +35,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
 from activities.ledger import canonical_json, sha256_hex
-from activities.models import LedgerEntry
+from activities.models import Customer, Invoice, LedgerEntry
 from activities.portal_reports import HOURS_PLACES, hours_between, utc_bounds
 
 GENERATOR = "cashcycle approval turnaround report 1"
@@ -74,6 +74,24 @@ class TierApproval:
     hours: Decimal  # exact
     seq: int  # the approval's ledger entry
     entry_hash: str
+
+    @property
+    def hours_text(self) -> str:
+        return _hours(self.hours)
+
+
+@dataclass(frozen=True)
+class UnapprovedTier:
+    """A tier of the period that was not approved: ended (rejected, edited, voided) or still waiting."""
+
+    legal_entity: str
+    invoice_id: str
+    submission: int
+    tier: int
+    started_at: datetime
+    ended_at: datetime | None  # None while it waits
+    how: str  # "reject", "edit", "void" or "waiting"
+    hours: Decimal  # from its start to its end, or to generated_at
 
     @property
     def hours_text(self) -> str:
@@ -147,6 +165,7 @@ class ApprovalReport:
     unapproved: Unapproved
     produced: Provenance
     population: tuple[TierApproval, ...]  # in approval order (approved_at, legal_entity, seq)
+    unapproved_tiers: tuple[UnapprovedTier, ...]  # ended ones in order of their end, then the waiting
 
 
 def _hours(value: Decimal) -> str:
@@ -261,8 +280,8 @@ def approval_report(
         return lo <= t < hi
 
     population: list[TierApproval] = []
-    ended = rejected = 0
-    waiting: list[datetime] = []
+    ended: list[UnapprovedTier] = []
+    waiting: list[UnapprovedTier] = []
     by_invoice: dict[tuple[str, str], list[LedgerEntry]] = defaultdict(list)
     for r in rows:
         by_invoice[r.legal_entity, r.object_id].append(r)
@@ -297,11 +316,32 @@ def approval_report(
                 level += 1
             elif e.event in ENDS_UNAPPROVED:
                 if started is not None and in_period(t):
-                    ended += 1
-                    rejected += e.event == "reject"
+                    ended.append(
+                        UnapprovedTier(
+                            entity,
+                            invoice_id,
+                            submission,
+                            level,
+                            started,
+                            t,
+                            e.event,
+                            hours_between(started, t),
+                        )
+                    )
                 started = None
         if started is not None and in_period(started):
-            waiting.append(started)
+            waiting.append(
+                UnapprovedTier(
+                    entity,
+                    invoice_id,
+                    submission,
+                    level,
+                    started,
+                    None,
+                    "waiting",
+                    hours_between(started, generated_at),
+                )
+            )
 
     population.sort(key=lambda a: (a.approved_at, a.legal_entity, a.seq))
     per_tier: dict[tuple[int, str], list[Decimal]] = defaultdict(list)
@@ -321,7 +361,9 @@ def approval_report(
         ),
         key=lambda f: (-f.turnaround.count, f.approver),
     )
-    oldest = max((hours_between(s, generated_at) for s in waiting), default=None)
+    ended.sort(key=lambda u: (u.ended_at or generated_at, u.legal_entity, u.invoice_id))
+    waiting.sort(key=lambda u: (u.started_at, u.legal_entity, u.invoice_id))
+    oldest = max((u.hours for u in waiting), default=None)
     return ApprovalReport(
         approvals=len(population),
         invoices=len({(a.legal_entity, a.invoice_id) for a in population}),
@@ -332,8 +374,8 @@ def approval_report(
         by_approver=tuple(by_approver),
         histogram=histogram(population),
         unapproved=Unapproved(
-            ended=ended,
-            rejected=rejected,
+            ended=len(ended),
+            rejected=sum(1 for u in ended if u.how == "reject"),
             waiting=len(waiting),
             oldest_waiting_hours=None if oldest is None else _hours(oldest),
         ),
@@ -352,6 +394,7 @@ def approval_report(
             rows_sha256=sha256_hex(canonical_json([[r.legal_entity, r.seq, r.entry_hash] for r in rows])),
         ),
         population=tuple(population),
+        unapproved_tiers=(*ended, *waiting),
     )
 
 
@@ -373,3 +416,51 @@ def approvals_behind(
         and (bucket_from is None or bucket_of(a.hours)[0] == bucket_from)
     ]
     return sorted(chosen, key=lambda a: a.hours)
+
+
+def unapproved_behind(report: ApprovalReport, which: str) -> list[UnapprovedTier]:
+    """The tiers behind one of the unapproved counts: "ended" (rejected, edited or voided in the period),
+    "rejected", or "waiting" (started in the period, waiting still), longest first."""
+    wanted = {"ended": ("reject", "edit", "void"), "rejected": ("reject",), "waiting": ("waiting",)}
+    chosen = [u for u in report.unapproved_tiers if u.how in wanted.get(which, ())]
+    return sorted(chosen, key=lambda u: u.hours, reverse=True)
+
+
+@dataclass(frozen=True)
+class InvoiceSummary:
+    """What a list of the invoices behind a figure shows of each."""
+
+    id: str
+    legal_entity: str
+    number: str | None
+    external_id: str
+    customer_id: str
+    customer_name: str
+    status: str
+    currency: str
+    total_minor: int
+
+
+def invoice_summaries(session: Session, invoice_ids: Sequence[str]) -> dict[str, InvoiceSummary]:
+    """The invoices of a page of figures, with their customers' names: one query per 500 ids."""
+    out: dict[str, InvoiceSummary] = {}
+    ids = sorted(set(invoice_ids))
+    for chunk in range(0, len(ids), 500):
+        rows = session.execute(
+            sa_select(Invoice, col(Customer.name))
+            .join(Customer, col(Customer.id) == col(Invoice.customer_id))
+            .where(col(Invoice.id).in_(ids[chunk : chunk + 500]))
+        ).all()
+        for inv, name in rows:
+            out[inv.id] = InvoiceSummary(
+                id=inv.id,
+                legal_entity=inv.legal_entity,
+                number=inv.number,
+                external_id=inv.external_id,
+                customer_id=inv.customer_id,
+                customer_name=name,
+                status=inv.status,
+                currency=inv.currency,
+                total_minor=inv.total_minor,
+            )
+    return out

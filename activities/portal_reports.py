@@ -342,3 +342,59 @@ def portal_report(
             rows_sha256=_fingerprint(rows),
         ),
     )
+
+
+# The figures of the report a page can list the passes of (the invoices behind each number).
+PASS_FIGURES = ("submitted", "first_pass_accepted", "rejected", "accepted", "open")
+
+
+def passes_behind(
+    session: Session,
+    legal_entities: Sequence[str],
+    period_start: date,
+    period_end: date,
+    portal: str | None,
+    customer_id: str | None,
+    figure: str,
+    *,
+    via: str | None = None,
+    reason: str | None = None,
+    rejected_customer: str | None = None,
+) -> list[PortalSubmission]:
+    """The passes behind one number of `portal_report` with the same arguments: the first passes
+    ("submitted", "first_pass_accepted"), the rejected passes (optionally of one reason code, "" for
+    none given, or one customer), the accepted ones (ascending time in portal, the order its percentiles
+    rank) or those still open (oldest first); `via` narrows any of them to one portal."""
+    if figure not in PASS_FIGURES:
+        raise ValueError(f"unknown figure {figure!r}")
+    entities = tuple(sorted(set(legal_entities)))
+    lo, hi = utc_bounds(period_start, period_end)
+    rows = _rows(session, entities, lo, hi, portal, customer_id) if entities else []
+    if figure in ("submitted", "first_pass_accepted"):
+        firsts: dict[str, PortalSubmission] = {}
+        for r in rows:
+            if r.invoice_id not in firsts or r.submission_pass < firsts[r.invoice_id].submission_pass:
+                firsts[r.invoice_id] = r
+        rows = list(firsts.values())
+        if figure == "first_pass_accepted":
+            rows = [r for r in rows if _accepted(r)]
+    elif figure == "rejected":
+        rows = [
+            r
+            for r in rows
+            if r.rejected_at is not None
+            and (reason is None or r.reason_code == reason)
+            and (rejected_customer is None or r.customer_id == rejected_customer)
+        ]
+    elif figure == "accepted":
+        rows = [r for r in rows if _accepted(r)]
+    else:
+        rows = [r for r in rows if r.accepted_at is None and r.rejected_at is None]
+    if via is not None:
+        rows = [r for r in rows if r.portal == via]
+    if figure == "accepted":
+        return sorted(
+            rows,
+            key=lambda r: (hours_between(r.submitted_at, r.accepted_at or r.submitted_at), r.submission_key),
+        )
+    return sorted(rows, key=lambda r: (r.submitted_at, r.submission_key))

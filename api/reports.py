@@ -360,4 +360,4 @@ async def approvals_report(
                 **approval_provenance_headers(report),
             },
         )
-    return ApprovalReportOut.model_validate(asdict(replace(report, population=())))
+    return ApprovalReportOut.model_validate(asdict(replace(report, population=(), unapproved_tiers=())))

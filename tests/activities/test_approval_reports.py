@@ -21,6 +21,7 @@ from activities.approval_reports import (
     nearest_rank,
     percentile_rank,
     turnaround,
+    unapproved_behind,
 )
 from activities.db import Store, open_store, reading, writing
 from activities.directory import ensure_legal_entity
@@ -214,6 +215,19 @@ def test_the_figures_behind_each_number_in_ascending_turnaround(
     assert [a.hours_text for a in approvals_behind(r, bucket_from=1)] == ["1.0", "1.3", "2.0", "2.0"]
     assert approvals_behind(r, tier=3) == []
     assert len(approvals_behind(r)) == 8
+
+    inv = {v.id: k for k, v in dataset.items()}
+    # Longest first.
+    assert [(inv[u.invoice_id], u.tier, u.how, u.hours_text) for u in unapproved_behind(r, "ended")] == [
+        ("E", 2, "edit", "13.0"),  # tier 2 started at tier 1's approval (10 Nov 11:00), edited 11 Nov 00:00
+        ("G", 1, "void", "2.0"),
+        ("C", 1, "reject", "1.0"),
+    ]
+    assert [inv[u.invoice_id] for u in unapproved_behind(r, "rejected")] == ["C"]
+    waiting = unapproved_behind(r, "waiting")
+    assert [(inv[u.invoice_id], u.tier, u.submission, u.ended_at, u.hours_text) for u in waiting] == [
+        ("E", 2, 2, None, "453.5")
+    ]
 
 
 def test_legal_entities_are_kept_apart_and_an_empty_period_has_no_figures(
