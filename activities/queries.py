@@ -369,8 +369,7 @@ def approval_inbox(
     done, role, since, (escalated, barred) = _json_parts(session)
     tier_since = func.coalesce(func.nullif(since, ""), "")
     reminded = (
-        select(func.count())
-        .select_from(LedgerEntry)
+        sa_select(col(LedgerEntry.id))
         .where(
             LedgerEntry.object_type == "invoice",
             col(LedgerEntry.object_id) == col(Invoice.id),
