@@ -134,9 +134,11 @@ class ApprovalActivities:
         state = req.state
         entity = state.legal_entity
         with reading(self._store) as session:
-            if req.kind == "portal_rejection":
+            if req.kind == "portal_rejection" or (req.kind == "supervisor_reminder" and not req.role):
                 # The people who prepared it fix it: its creator, editors and submitters.
                 candidates = sorted({state.created_by, *state.editors, *state.submitters})
+            elif req.kind == "supervisor_escalation":
+                candidates = self._holders(session, req.role, entity)
             elif req.kind == "approval_escalation":
                 candidates = self._holders(session, "ar_supervisor", entity)
             elif req.assignee:
@@ -152,7 +154,9 @@ class ApprovalActivities:
             recipients = [
                 u
                 for u in candidates
-                if u not in barred or req.kind in ("approval_escalation", "portal_rejection")
+                if u not in barred
+                or req.kind in ("approval_escalation", "portal_rejection", "supervisor_escalation")
+                or (req.kind == "supervisor_reminder" and not req.role)
             ]
             emails = {
                 u.username: u.email
@@ -170,6 +174,15 @@ class ApprovalActivities:
                 f"Fix it (POST /api/v1/invoices/{state.invoice_id}/fix, then edit and submit): if amounts, "
                 "tax, PO and customer stay as approved, it goes straight back out; otherwise it is approved "
                 "again first."
+            )
+        elif req.kind in ("supervisor_reminder", "supervisor_escalation"):
+            # From the control tower: the supervisor's own words travel with it.
+            waits = f"tier {req.tier} approval ({req.role})" if req.tier else f"status {state.status}"
+            verb = "Escalation" if req.kind == "supervisor_escalation" else "Reminder"
+            subject = f"{verb}: invoice {label} is stuck at {waits}"
+            body = (
+                f"Invoice {label} ({amount} {state.draft.currency}) has been in {waits} since "
+                f"{state.tier_since if req.tier else state.status_since}. {req.note}"
             )
         elif req.kind == "approval_escalation":
             subject = f"Escalation: invoice {label} waits for tier {req.tier} ({req.role}) approval"

@@ -22,7 +22,19 @@ from activities.db import Store, migrate, open_store, reading, writing
 from activities.directory import authenticate, record_policy_files
 from activities.settings import Settings, get_settings
 from activities.temporal import connect
-from api import access, approvals, customers, einvoice, evidence, invoices, pages, payments, portals, reports
+from api import (
+    access,
+    approvals,
+    customers,
+    einvoice,
+    evidence,
+    invoices,
+    pages,
+    payments,
+    portals,
+    reports,
+    tower,
+)
 from api.deps import AppContext, ContextDep, SessionDep
 from api.errors import Unauthenticated, error_body, errors, install
 from api.openapi import openapi_document
@@ -199,6 +211,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(access.router)
     app.include_router(approvals.router)
     app.include_router(portals.router)
+    app.include_router(tower.router)
     # The web UI: pages (not in the OpenAPI document) and their static files.
     pages.install(app)
     app.include_router(pages.router)

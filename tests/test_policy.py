@@ -69,6 +69,10 @@ EXPECTED: dict[str, set[str]] = {
         "ledger:read",
         "approval:reassign",
         "report:read",
+        "tower:read",
+        "workflow:remind",
+        "workflow:escalate",
+        "workflow:retry",
     },
     "compliance": {"ledger:read", "access:read", "evidence:export", "evidence:checkpoint"},
     "master_data": {"customer:create", "customer:read"},
@@ -224,7 +228,8 @@ ACTION_TEXT = re.compile(r"^[a-z_]+:[a-z_]+$")
 def actions_checked_in_api() -> dict[str, list[str]]:
     """Action strings the API passes to `authorizer.require` / `authorizer.check` (or to
     `entities_for`, which calls them), and the values of
-    `COMMANDS` in api/invoices.py (the per-event permissions), each with where it is used."""
+    `COMMANDS` in api/invoices.py and `TOWER_COMMANDS` in api/tower.py (the per-command permissions),
+    each with where it is used."""
     found: dict[str, list[str]] = {}
     for path in sorted(API.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
@@ -248,7 +253,7 @@ def actions_checked_in_api() -> dict[str, list[str]]:
                     ):
                         found.setdefault(arg.value, []).append(where)
             if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "COMMANDS" for t in node.targets
+                isinstance(t, ast.Name) and t.id in ("COMMANDS", "TOWER_COMMANDS") for t in node.targets
             ):
                 assert isinstance(node.value, ast.Dict), where
                 for value in node.value.values:

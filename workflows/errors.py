@@ -17,6 +17,7 @@ HTTP_STATUS: dict[str, int] = {
     "no_authority": 403,
     "tier_already_approved": 409,
     "tier_out_of_order": 409,
+    "delivery_in_progress": 409,
     "invalid_command": 422,
     "over_allocation": 422,
     "currency_mismatch": 422,

@@ -9,6 +9,10 @@ Updates (each refusable by a validator that leaves no trace in history):
     submit         -- draft -> pending_approval, with the approval tiers the matrix requires now
     approve        -- one tier; the last one moves it to approved (rules in workflows/approval.py)
     reassign       -- a supervisor hands the current tier to a named approver
+    remind         -- a supervisor reminds whoever must act now (the tier's approvers, or the preparers
+                      of a draft or a rejection to fix); reason required; moves nothing
+    escalate       -- a supervisor raises a stuck invoice to a role (the SLA's `escalate_to`); reason
+                      required; moves nothing
     reject         -- pending_approval -> draft, reason required
     void           -- before delivery only, reason required
     apply_payment  -- a receipt's allocation: partially_paid or paid; over-allocation refused
@@ -78,6 +82,7 @@ from workflows.types import (
     RecordResult,
     SubmitRequest,
     SubmitResult,
+    SupervisorCommand,
     TransitionRecord,
 )
 
@@ -696,6 +701,70 @@ class InvoiceWorkflow:
         self._check_reassign(cmd)
 
     @workflow.update
+    async def remind(self, cmd: SupervisorCommand) -> InvoiceState:
+        async with self._lock:
+            event = self._check_supervisor(Event.REMIND, cmd)
+            tier = current_tier(self._state())
+            sent = await self._notify_for_supervisor("supervisor_reminder", cmd, tier.role if tier else "")
+            if tier is not None:
+                whom = f"tier {tier.level} ({tier.role}): {sent}"
+            else:
+                whom = f"the preparers: {sent}"
+            await self._transition(event, cmd.actor, f"reminded {whom}. {cmd.reason}", self._update_id())
+        return self._state()
+
+    @remind.validator
+    def _validate_remind(self, cmd: SupervisorCommand) -> None:
+        self._check_supervisor(Event.REMIND, cmd)
+
+    @workflow.update
+    async def escalate(self, cmd: SupervisorCommand) -> InvoiceState:
+        async with self._lock:
+            event = self._check_supervisor(Event.ESCALATE, cmd)
+            sent = await self._notify_for_supervisor("supervisor_escalation", cmd, cmd.escalate_to)
+            escalated = self._escalated
+            if self._status == Status.PENDING_APPROVAL:
+                self._escalated = True  # shown on the approval chain until the tier moves
+            try:
+                await self._transition(
+                    event,
+                    cmd.actor,
+                    f"escalated to {cmd.escalate_to}: {sent}. {cmd.reason}",
+                    self._update_id(),
+                )
+            except ApplicationError:
+                self._escalated = escalated
+                raise
+        return self._state()
+
+    @escalate.validator
+    def _validate_escalate(self, cmd: SupervisorCommand) -> None:
+        self._check_supervisor(Event.ESCALATE, cmd)
+
+    async def _notify_for_supervisor(self, kind: str, cmd: SupervisorCommand, role: str) -> str:
+        """Send a supervisor's reminder or escalation (the activity picks the recipients); who got it."""
+        state = self._state()
+        tier = current_tier(state)
+        self._notifications += 1
+        sent = await workflow.execute_activity(
+            "notify_approval_sla",
+            NotifyRequest(
+                workflow.info().workflow_id,
+                self._notifications,
+                kind,
+                state,
+                tier.level if tier else 0,
+                role,
+                assignee_of(state, tier.level) if tier and kind == "supervisor_reminder" else None,
+                note=f"{cmd.actor.username}: {cmd.reason}",
+            ),
+            result_type=NotifyResult,
+            start_to_close_timeout=timedelta(seconds=self._inp.config.delivery_timeout_seconds),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=5)),
+        )
+        return ", ".join(sent.recipients) or "nobody (no user holds the role)"
+
+    @workflow.update
     async def reject(self, cmd: Command) -> InvoiceState:
         async with self._lock:
             self._check(Event.REJECT)
@@ -814,6 +883,34 @@ class InvoiceWorkflow:
                 f"{cmd.assignee} cannot approve this invoice: {probe.message}",
                 rule=probe.rule,
             )
+
+    def _check_supervisor(self, event: Event, cmd: SupervisorCommand) -> Event:
+        """The event a supervisor's remind or escalate records here (the approval SLA's own while approval
+        is pending), or a refusal."""
+        escalating = event == Event.ESCALATE
+        what = "an escalation" if escalating else "a reminder"
+        self._check(event)
+        if self._status == Status.PENDING_APPROVAL:
+            event = Event.ESCALATE_APPROVAL if escalating else Event.REMIND_APPROVERS
+        if not cmd.reason.strip():
+            raise refuse("invalid_command", f"{what} needs a reason", field="reason")
+        if "ar_supervisor" not in cmd.actor.roles:
+            raise refuse(
+                "no_authority", f"only a supervisor sends {what} from the control tower", rule="tower"
+            )
+        if escalating and not cmd.escalate_to.strip():
+            raise refuse("invalid_command", "an escalation names the role it goes to", field="escalate_to")
+        if self._delivering:
+            # The delivery activity holds the invoice (and the next transition number) until it returns:
+            # a transition recorded meanwhile would take its number. Retry the activity instead.
+            raise refuse(
+                "delivery_in_progress",
+                "the invoice is being delivered (its activity is running or retrying): retry the "
+                "delivery now, or act once it has returned",
+                status=self._status.value if self._status else None,
+                event=event.value,
+            )
+        return event
 
     def _check_payment(self, payment: PaymentApplied) -> Event:
         if any(p.payment_id == payment.payment_id for p in self._payments):

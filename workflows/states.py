@@ -46,6 +46,11 @@ class Event(StrEnum):
     DISPUTE = "dispute"
     RESOLVE_DISPUTE = "resolve_dispute"
     WRITE_OFF = "write_off"
+    # A supervisor acting on a stuck invoice (the control tower): tell whoever it waits for, or raise it
+    # to the role the SLA names. Neither moves the invoice. While approval is pending, the tower's remind
+    # and escalate are the approval SLA's own events (REMIND_APPROVERS, ESCALATE_APPROVAL).
+    REMIND = "remind"
+    ESCALATE = "escalate"
 
 
 S, E = Status, Event
@@ -92,6 +97,16 @@ TRANSITIONS: dict[tuple[Status | None, Event], Status] = {
     (S.DISPUTED, E.RECORD_PARTIAL_PAYMENT): S.DISPUTED,
     (S.DISPUTED, E.RECORD_FINAL_PAYMENT): S.PAID,
     (S.DISPUTED, E.WRITE_OFF): S.WRITTEN_OFF,
+    # Supervisor's remind: where the preparers must act next (a draft, a rejection to fix). Escalate:
+    # wherever an invoice can sit before the customer has it.
+    (S.DRAFT, E.REMIND): S.DRAFT,
+    (S.PENDING_APPROVAL, E.REMIND): S.PENDING_APPROVAL,
+    (S.PORTAL_REJECTED, E.REMIND): S.PORTAL_REJECTED,
+    (S.DRAFT, E.ESCALATE): S.DRAFT,
+    (S.PENDING_APPROVAL, E.ESCALATE): S.PENDING_APPROVAL,
+    (S.APPROVED, E.ESCALATE): S.APPROVED,
+    (S.SUBMITTED, E.ESCALATE): S.SUBMITTED,
+    (S.PORTAL_REJECTED, E.ESCALATE): S.PORTAL_REJECTED,
 }
 
 TERMINAL: frozenset[Status] = frozenset({S.PAID, S.VOID, S.WRITTEN_OFF})

@@ -194,6 +194,17 @@ class ReassignCommand:
 
 
 @dataclass(frozen=True)
+class SupervisorCommand:
+    """remind / escalate, from the control tower: who acts, why (required), the SLA rule the tower
+    matched (evidence: `policies/sla.toml`), and for an escalation the role to raise it to."""
+
+    actor: Actor
+    reason: str
+    sla_rule: str = ""
+    escalate_to: str = ""
+
+
+@dataclass(frozen=True)
 class Authority:
     """What the recording activity verifies in the store before it records an approval: the approver
     (or the delegator, with an active delegation) holds the role in the legal entity."""
@@ -212,6 +223,8 @@ class NotifyRequest:
     tier: int
     role: str
     assignee: str | None = None
+    # A person's words to pass on (a supervisor's reminder or escalation: who, and why).
+    note: str = ""
 
 
 @dataclass(frozen=True)

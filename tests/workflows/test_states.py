@@ -61,6 +61,14 @@ EXPECTED: dict[tuple[str | None, str], str] = {
     ("disputed", "record_partial_payment"): "disputed",
     ("disputed", "record_final_payment"): "paid",
     ("disputed", "write_off"): "written_off",
+    ("draft", "remind"): "draft",
+    ("pending_approval", "remind"): "pending_approval",
+    ("portal_rejected", "remind"): "portal_rejected",
+    ("draft", "escalate"): "draft",
+    ("pending_approval", "escalate"): "pending_approval",
+    ("approved", "escalate"): "approved",
+    ("submitted", "escalate"): "submitted",
+    ("portal_rejected", "escalate"): "portal_rejected",
 }
 
 STATUSES = [
@@ -99,6 +107,8 @@ EVENTS = [
     "dispute",
     "resolve_dispute",
     "write_off",
+    "remind",
+    "escalate",
 ]
 
 ALL_PAIRS = list(itertools.product([None, *STATUSES], EVENTS))
@@ -143,7 +153,7 @@ def test_any_other_event_is_refused_naming_the_current_status(pair: tuple[str | 
 
 
 def test_every_status_and_event_pair_is_either_allowed_or_refused() -> None:
-    assert len(ALL_PAIRS) == 12 * 22
+    assert len(ALL_PAIRS) == 12 * 24
     assert len(EXPECTED) + len(REFUSED_PAIRS) == len(ALL_PAIRS)
 
 
@@ -232,7 +242,7 @@ def test_a_dispute_is_resolved_back_to_accepted_or_written_off() -> None:
 
 # Events possible in each status, in the order of the code's table (what the UI offers, in that order).
 EXPECTED_EVENTS: dict[str, list[str]] = {
-    "draft": ["edit", "submit", "void", "resubmit"],
+    "draft": ["edit", "submit", "void", "resubmit", "remind", "escalate"],
     "pending_approval": [
         "edit",
         "approve_tier",
@@ -242,16 +252,19 @@ EXPECTED_EVENTS: dict[str, list[str]] = {
         "reassign_approval",
         "reject",
         "void",
+        "remind",
+        "escalate",
     ],
-    "approved": ["deliver", "void", "block_submission"],
+    "approved": ["deliver", "void", "block_submission", "escalate"],
     "submitted": [
         "portal_reject",
         "portal_accept",
         "portal_status",
         "record_partial_payment",
         "record_final_payment",
+        "escalate",
     ],
-    "portal_rejected": ["fix"],
+    "portal_rejected": ["fix", "remind", "escalate"],
     "accepted": ["portal_status", "record_partial_payment", "record_final_payment", "dispute", "write_off"],
     "partially_paid": [
         "portal_status",

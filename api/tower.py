@@ -1,0 +1,995 @@
+"""The supervisor's control tower: the pipeline, the stuck workflows, and actions on several at once.
+
+Stuck = past its SLA (policies/sla.toml, in the legal entity's business days where it says so) or flagged
+by the engine (an activity retrying, a workflow task failing, no worker polling): one row per invoice with
+one ranked cause, its owner, age and amount at stake, sorted by amount at stake x age. The detection lives
+in activities/stuck.py; the pages (api/pages/tower.py) call the same functions as these routes.
+
+Actions (each needs a reason, is ledgered and idempotent under an Idempotency-Key): reassign the waiting
+tier (the invoice command of POST /invoices/{id}/reassign), remind and escalate (the invoice workflow's
+`remind` / `escalate` updates), and retry now an activity stuck in retries (Temporal's ResetActivity, where
+the server allows it). `dry_run` previews what would be touched and what skipped, and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlmodel import Session
+
+from activities import queries
+from activities.db import reading, writing
+from activities.directory import ledger_event
+from activities.ledger import find_by_business_key
+from activities.models import Invoice
+from activities.money import exponent, format_minor
+from activities.stuck import (
+    Candidate,
+    EngineProbe,
+    EngineState,
+    SlaFile,
+    StuckRow,
+    WorkerState,
+    age_text,
+    assemble,
+    candidates_by_workflow,
+    customer_names,
+    entities,
+    evaluate,
+    find_breaches,
+    load_sla,
+    pipeline,
+    retry_business_key,
+    role_holders,
+)
+from api.approvals import forbidden_reason, rules_state, who_may
+from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep, entities_for
+from api.errors import AppError, Invalid, errors
+from api.schemas import AMOUNT, Strict
+from workflows import states
+from workflows.approval import approval_refusal, current_tier
+from workflows.invoice import InvoiceWorkflow
+from workflows.states import Event
+from workflows.types import Actor, SupervisorCommand
+
+router = APIRouter(prefix="/api/v1", tags=["control tower"])
+
+ACTIONS = ("reassign", "remind", "escalate", "retry")
+# The permission each action needs (policies/policy.csv); reading the tower needs tower:read.
+TOWER_COMMANDS = {
+    "reassign": "approval:reassign",
+    "remind": "workflow:remind",
+    "escalate": "workflow:escalate",
+    "retry": "workflow:retry",
+}
+EVENT = {"reassign": Event.REASSIGN_APPROVAL, "remind": Event.REMIND, "escalate": Event.ESCALATE}
+CAUSES = ("no_worker", "workflow_task_failing", "activity_retrying")
+MAX_PAGE = 200
+MAX_OFFSET = 100_000
+MAX_BULK = 100
+
+
+# -- the engine, once per API process ---------------------------------------------------------------------
+
+_PROBES: dict[tuple[int, str], EngineProbe] = {}
+
+
+def probe_for(ctx: AppContext) -> EngineProbe:
+    key = (id(ctx.temporal), ctx.settings.task_queue)
+    if key not in _PROBES:
+        _PROBES[key] = EngineProbe(ctx.temporal, ctx.settings.task_queue)
+    return _PROBES[key]
+
+
+def sla_of(ctx: AppContext) -> SlaFile:
+    return load_sla(ctx.settings.sla_file)
+
+
+def temporal_url(ctx: AppContext, workflow_id: str, run_id: str = "") -> str | None:
+    """The workflow in the Temporal Web UI (CASHCYCLE_TEMPORAL_UI_URL; `cashcycle up` sets it)."""
+    base = ctx.settings.temporal_ui_url.rstrip("/")
+    if not base:
+        return None
+    ns = quote(ctx.temporal.namespace, safe="")
+    if run_id:
+        return f"{base}/namespaces/{ns}/workflows/{quote(workflow_id, safe='')}/{run_id}/history"
+    query = quote(f'WorkflowId="{workflow_id}"', safe="")
+    return f"{base}/namespaces/{ns}/workflows?query={query}"
+
+
+# -- what the routes answer -------------------------------------------------------------------------------
+
+
+class CauseOut(BaseModel):
+    code: str = Field(description="no_worker | workflow_task_failing | activity_retrying | the SLA rule's id")
+    kind: str = Field(description="engine (Temporal's signal) or sla (policies/sla.toml)")
+    label: str
+    detail: str
+
+
+class OwnerOut(BaseModel):
+    kind: str = Field(description="preparer | approvers | assignee | portal | supervisor | operations")
+    name: str = Field(description="a username, a role, a portal: what the tower groups by")
+    people: list[str]
+
+
+class SlaOut(BaseModel):
+    rule: str
+    label: str
+    after: str
+    clock_started: datetime
+    due_at: datetime
+    overdue: str = Field(description="how far past the rule, in its unit")
+
+
+class ActivityOut(BaseModel):
+    activity_id: str
+    activity_type: str
+    attempt: int
+    state: str
+    last_failure: str
+    next_attempt_at: datetime | None
+
+
+class EngineOut(BaseModel):
+    checked: bool = Field(description="false: not described in Temporal this time (beyond describe_limit)")
+    run_id: str = ""
+    status: str = ""
+    workflow_task_attempt: int = 0
+    activity: ActivityOut | None = None
+    problems: list[str] = Field(default_factory=list)
+    error: str = ""
+
+
+class Unavailable(BaseModel):
+    action: str
+    reason: str
+    who_can_instead: list[str] = Field(default_factory=list)
+
+
+class StuckItem(BaseModel):
+    invoice_id: str
+    external_id: str
+    number: str | None
+    legal_entity: str
+    customer_id: str
+    customer_name: str
+    status: str
+    tier: int | None
+    tier_role: str
+    currency: str
+    amount_due: str
+    entity_currency: str
+    amount_due_in_entity_currency: str
+    cause: CauseOut
+    owner: OwnerOut
+    since: datetime = Field(description="when the clock the age counts started")
+    age_seconds: int
+    age: str
+    score: int = Field(description="amount due in the entity's currency (major units) x age in days")
+    sla: SlaOut | None
+    engine: EngineOut
+    escalated: bool
+    workflow_id: str
+    temporal_url: str | None
+    actions: list[str]
+    unavailable_actions: list[Unavailable]
+
+
+class Group(BaseModel):
+    key: str
+    label: str
+    count: int
+    amounts: dict[str, str] = Field(description="amount due by currency")
+
+
+class WorkerOut(BaseModel):
+    task_queue: str
+    polling: bool
+    last_poll: datetime | None
+    error: str = ""
+
+
+class EngineSummary(BaseModel):
+    worker: WorkerOut
+    retry_supported: bool
+    retry_note: str = ""
+    described: int = Field(description="workflows described in Temporal for this answer")
+    describe_limit: int
+
+
+class SlaFileOut(BaseModel):
+    version: str
+    sha256: str
+    rules: int
+
+
+class StuckPage(BaseModel):
+    items: list[StuckItem]
+    total: int
+    offset: int
+    limit: int
+    next_offset: int | None
+    by_cause: list[Group]
+    by_owner: list[Group]
+    engine: EngineSummary
+    sla: SlaFileOut
+    as_of: datetime
+
+
+class PipelineCellOut(BaseModel):
+    legal_entity: str
+    currency: str
+    status: str
+    count: int
+    total: str
+    amount_due: str
+    stuck: int = Field(description="of them, past their SLA now")
+
+
+class Pipeline(BaseModel):
+    cells: list[PipelineCellOut]
+    as_of: datetime
+
+
+class SlaRuleOut(BaseModel):
+    id: str
+    label: str
+    status: str
+    tier: int | None
+    portal_status: list[str] | None
+    clock: str
+    after: str
+    owner: str
+    escalate_to: str
+
+
+class SlaRules(BaseModel):
+    version: str
+    sha256: str
+    retrying_from_attempt: int
+    describe_limit: int
+    rules: list[SlaRuleOut]
+
+
+# -- filters and the one evaluation behind the routes and the pages ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    legal_entity: str | None = None
+    cause: str | None = None
+    owner: str | None = None
+    status: str | None = None
+    min_amount: str | None = None
+    offset: int = 0
+    limit: int = 50
+
+
+def _amount_minor(text: str, currency: str) -> int:
+    return int(Decimal(text).scaleb(exponent(currency)).to_integral_value())
+
+
+@dataclass
+class Evaluation:
+    rows: list[StuckRow]  # all, filtered, ranked
+    worker: WorkerState
+    retry: tuple[bool, str]
+    described: int
+    sla: SlaFile
+    now: datetime
+
+
+async def evaluate_tower(
+    ctx: AppContext, session: Session, username: str, filters: Filters, now: datetime | None = None
+) -> Evaluation:
+    """Breaches from the store, joined with the engine, filtered, ranked."""
+    now = now or datetime.now(UTC)
+    sla = sla_of(ctx)
+    codes = entities_for(ctx, session, username, "tower:read", filters.legal_entity)
+    cands, ents = find_breaches(session, sla, codes, now)
+    probe = probe_for(ctx)
+    worker, problems, retry = await asyncio.gather(
+        probe.worker(), probe.reported_problems(codes), probe.retry_supported()
+    )
+    known = {c.workflow_id for c in cands}
+    flagged = [w for w in problems if w not in known]
+    cands += candidates_by_workflow(session, flagged, codes, ents, sla, now)
+    if filters.status:
+        cands = [c for c in cands if c.facts.status == filters.status]
+    if filters.min_amount:
+        cands = [
+            c
+            for c in cands
+            if c.amount_due_entity_minor >= _amount_minor(filters.min_amount, c.entity_currency)
+        ]
+    holders = role_holders(session, codes)
+    # Rank without the engine first, then describe the most at stake (bounded), then rank again.
+    ranked = assemble(cands, sla, {}, worker, holders, now)
+    engine: dict[str, EngineState] = {}
+    wanted = [r.candidate.workflow_id for r in ranked[: sla.describe_limit]]
+    if wanted and worker.polling:
+        engine = await probe.describe(wanted)
+    for wid, found in problems.items():
+        if wid in engine and not engine[wid].problems:
+            engine[wid] = EngineState(**{**engine[wid].__dict__, "problems": found})
+        elif wid not in engine:
+            engine[wid] = EngineState(wid, "", "running", problems=found)
+    rows = assemble(cands, sla, engine, worker, holders, now)
+    if filters.cause:
+        rows = [r for r in rows if r.cause.code == filters.cause]
+    if filters.owner:
+        rows = [r for r in rows if filters.owner in (r.owner.name, r.owner.key)]
+    return Evaluation(rows, worker, retry, len(engine), sla, now)
+
+
+def row_actions(
+    ctx: AppContext, session: Session, username: str, row: StuckRow, retry: tuple[bool, str]
+) -> tuple[list[str], list[Unavailable]]:
+    """What the caller may do on the row now, and what not and why (the same words as a refusal)."""
+    c = row.candidate
+    status = states.Status(c.facts.status)
+    possible: list[str] = []
+    if status == states.Status.PENDING_APPROVAL and c.facts.tier is not None:
+        possible.append("reassign")
+    if states.can(status, Event.REMIND):
+        possible.append("remind")
+    if states.can(status, Event.ESCALATE):
+        possible.append("escalate")
+    if row.activity is not None:
+        possible.append("retry")
+    allowed: list[str] = []
+    refused: list[Unavailable] = []
+    for action in possible:
+        permission = TOWER_COMMANDS[action]
+        entity = c.facts.legal_entity
+        if ctx.authorizer.check(username, entity, permission) is None:
+            refused.append(
+                Unavailable(
+                    action=action,
+                    reason=forbidden_reason(username, permission, entity),
+                    who_can_instead=who_may(ctx, session, entity, permission, but=username),
+                )
+            )
+        elif action == "retry" and not retry[0]:
+            refused.append(Unavailable(action=action, reason=retry[1]))
+        elif action in ("remind", "escalate") and _delivering(row.engine):
+            refused.append(
+                Unavailable(
+                    action=action,
+                    reason="the invoice is being delivered (its activity is running or retrying): "
+                    "retry the delivery now, or act once it has returned",
+                )
+            )
+        else:
+            allowed.append(action)
+    return allowed, refused
+
+
+def _delivering(engine: EngineState | None) -> bool:
+    return engine is not None and any(
+        a.activity_type in ("deliver_invoice", "submit_to_portal", "plan_delivery") for a in engine.activities
+    )
+
+
+def item_of(
+    ctx: AppContext,
+    session: Session,
+    username: str,
+    row: StuckRow,
+    names: dict[str, str],
+    retry: tuple[bool, str],
+) -> StuckItem:
+    c, f, b = row.candidate, row.candidate.facts, row.candidate.breach
+    actions, unavailable = row_actions(ctx, session, username, row, retry)
+    e = row.engine
+    activity = row.activity
+    return StuckItem(
+        invoice_id=f.invoice_id,
+        external_id=c.external_id,
+        number=c.number,
+        legal_entity=f.legal_entity,
+        customer_id=c.customer_id,
+        customer_name=names.get(c.customer_id, ""),
+        status=f.status,
+        tier=f.tier,
+        tier_role=f.tier_role,
+        currency=c.currency,
+        amount_due=format_minor(c.amount_due_minor, c.currency),
+        entity_currency=c.entity_currency,
+        amount_due_in_entity_currency=format_minor(c.amount_due_entity_minor, c.entity_currency),
+        cause=CauseOut(
+            code=row.cause.code, kind=row.cause.kind, label=row.cause.label, detail=row.cause.detail
+        ),
+        owner=OwnerOut(kind=row.owner.kind, name=row.owner.name, people=list(row.owner.people)),
+        since=row.since,
+        age_seconds=int(row.age_seconds),
+        age=age_text(row.age_seconds),
+        score=row.score,
+        sla=SlaOut(
+            rule=b.rule.id,
+            label=b.rule.label,
+            after=b.rule.after,
+            clock_started=b.since,
+            due_at=b.due,
+            overdue=f"{b.overdue:.1f} {b.rule.unit}",
+        )
+        if b
+        else None,
+        engine=EngineOut(
+            checked=row.engine_checked,
+            run_id=e.run_id if e else "",
+            status=e.status if e else "",
+            workflow_task_attempt=e.workflow_task_attempt if e else 0,
+            activity=ActivityOut(
+                activity_id=activity.activity_id,
+                activity_type=activity.activity_type,
+                attempt=activity.attempt,
+                state=activity.state,
+                last_failure=activity.last_failure,
+                next_attempt_at=activity.next_attempt_at,
+            )
+            if activity
+            else None,
+            problems=list(e.problems) if e else [],
+            error=e.error if e else "",
+        ),
+        escalated=c.escalated,
+        workflow_id=c.workflow_id,
+        temporal_url=temporal_url(ctx, c.workflow_id, e.run_id if e else ""),
+        actions=actions,
+        unavailable_actions=unavailable,
+    )
+
+
+def _groups(rows: list[StuckRow], key: str) -> list[Group]:
+    found: dict[str, tuple[str, int, dict[str, int]]] = {}
+    for r in rows:
+        k, label = (r.cause.code, r.cause.label) if key == "cause" else (r.owner.key, r.owner.name)
+        if key == "cause" and r.cause.kind == "engine":
+            label = {
+                "no_worker": "no worker polling",
+                "workflow_task_failing": "workflow task failing",
+                "activity_retrying": "activity retrying",
+            }[r.cause.code]
+        _, n, amounts = found.get(k, (label, 0, {}))
+        amounts[r.candidate.currency] = amounts.get(r.candidate.currency, 0) + r.candidate.amount_due_minor
+        found[k] = (label, n + 1, amounts)
+    groups = [
+        Group(
+            key=k,
+            label=label,
+            count=n,
+            amounts={cur: format_minor(v, cur) for cur, v in sorted(amounts.items())},
+        )
+        for k, (label, n, amounts) in found.items()
+    ]
+    return sorted(groups, key=lambda g: (-g.count, g.key))
+
+
+async def stuck_page(ctx: AppContext, session: Session, username: str, filters: Filters) -> StuckPage:
+    ev = await evaluate_tower(ctx, session, username, filters)
+    window = ev.rows[filters.offset : filters.offset + filters.limit]
+    names = customer_names(session, sorted({r.candidate.customer_id for r in window}))
+    items = [item_of(ctx, session, username, r, names, ev.retry) for r in window]
+    end = filters.offset + len(window)
+    return StuckPage(
+        items=items,
+        total=len(ev.rows),
+        offset=filters.offset,
+        limit=filters.limit,
+        next_offset=end if end < len(ev.rows) else None,
+        by_cause=_groups(ev.rows, "cause"),
+        by_owner=_groups(ev.rows, "owner"),
+        engine=EngineSummary(
+            worker=WorkerOut(
+                task_queue=ev.worker.task_queue,
+                polling=ev.worker.polling,
+                last_poll=ev.worker.last_poll,
+                error=ev.worker.error,
+            ),
+            retry_supported=ev.retry[0],
+            retry_note=ev.retry[1],
+            described=ev.described,
+            describe_limit=ev.sla.describe_limit,
+        ),
+        sla=SlaFileOut(version=ev.sla.version, sha256=ev.sla.sha256, rules=len(ev.sla.rules)),
+        as_of=ev.now,
+    )
+
+
+def pipeline_of(ctx: AppContext, session: Session, username: str, legal_entity: str | None) -> Pipeline:
+    now = datetime.now(UTC)
+    codes = entities_for(ctx, session, username, "tower:read", legal_entity)
+    cands, _ = find_breaches(session, sla_of(ctx), codes, now)
+    stuck: dict[tuple[str, str, str], int] = {}
+    for c in cands:
+        k = (c.facts.legal_entity, c.currency, c.facts.status)
+        stuck[k] = stuck.get(k, 0) + 1
+    return Pipeline(
+        cells=[
+            PipelineCellOut(
+                legal_entity=cell.legal_entity,
+                currency=cell.currency,
+                status=cell.status,
+                count=cell.count,
+                total=format_minor(cell.total_minor, cell.currency),
+                amount_due=format_minor(cell.amount_due_minor, cell.currency),
+                stuck=stuck.get((cell.legal_entity, cell.currency, cell.status), 0),
+            )
+            for cell in pipeline(session, codes)
+        ],
+        as_of=now,
+    )
+
+
+# -- routes: reading ---------------------------------------------------------------------------------------
+
+EntityParam = Annotated[
+    str | None, Query(max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="one legal entity")
+]
+STATUSES = [s.value for s in states.Status]
+
+
+@router.get("/workflows/stuck", response_model=StuckPage, responses=errors("forbidden"))
+async def stuck_workflows(
+    ctx: ContextDep,
+    session: SessionDep,
+    user: CurrentUser,
+    legal_entity: EntityParam = None,
+    cause: Annotated[
+        str | None,
+        Query(
+            max_length=48,
+            pattern=r"^[a-z][a-z0-9_]*$",
+            description="no_worker, workflow_task_failing, activity_retrying, or an SLA rule's id",
+        ),
+    ] = None,
+    owner: Annotated[
+        str | None,
+        Query(max_length=100, pattern=r"^[A-Za-z0-9._:@-]+$", description="a username, role or portal"),
+    ] = None,
+    status: Annotated[Literal[tuple(STATUSES)] | None, Query()] = None,  # type: ignore[valid-type]
+    min_amount: Annotated[
+        str | None,
+        Query(pattern=AMOUNT, description="amount due at least this, in the legal entity's currency"),
+    ] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> StuckPage:
+    """Every open invoice past its SLA (policies/sla.toml) or flagged by Temporal, one row each with its
+    one ranked cause (no worker polling, then a failing workflow task, then an activity retrying, then the
+    SLA rule), owner, age and amount at stake; sorted by amount at stake x age, the most first. Groups by
+    cause and by owner count the whole filtered set. Needs `tower:read`."""
+    return await stuck_page(
+        ctx,
+        session,
+        user.username,
+        Filters(legal_entity, cause, owner, status, min_amount, offset, limit),
+    )
+
+
+@router.get("/workflows/pipeline", response_model=Pipeline, responses=errors("forbidden"))
+async def workflow_pipeline(
+    ctx: ContextDep, session: SessionDep, user: CurrentUser, legal_entity: EntityParam = None
+) -> Pipeline:
+    """Invoices by legal entity, currency and status: how many, their total and what is still due, and
+    how many are past their SLA now. Needs `tower:read`."""
+    return pipeline_of(ctx, session, user.username, legal_entity)
+
+
+@router.get("/workflows/sla", response_model=SlaRules, responses=errors("forbidden"))
+async def sla_rules(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> SlaRules:
+    """The service levels in force (the reviewed file's rules, its version and SHA-256)."""
+    entities_for(ctx, session, user.username, "tower:read", None)
+    sla = sla_of(ctx)
+    return SlaRules(
+        version=sla.version,
+        sha256=sla.sha256,
+        retrying_from_attempt=sla.retrying_from_attempt,
+        describe_limit=sla.describe_limit,
+        rules=[
+            SlaRuleOut(
+                id=r.id,
+                label=r.label,
+                status=r.status,
+                tier=r.tier,
+                portal_status=list(r.portal_status) if r.portal_status is not None else None,
+                clock=r.clock,
+                after=r.after,
+                owner=r.owner,
+                escalate_to=r.escalate_to,
+            )
+            for r in sla.rules
+        ],
+    )
+
+
+# -- actions on several rows ------------------------------------------------------------------------------
+
+_INVOICE_ID = r"^[A-Za-z0-9-]{1,36}$"
+
+
+class BulkAction(Strict):
+    action: Literal["reassign", "remind", "escalate", "retry"]
+    invoice_ids: list[Annotated[str, Field(pattern=_INVOICE_ID, max_length=36)]] = Field(
+        min_length=1, max_length=MAX_BULK, description="the rows to act on (duplicates count once)"
+    )
+    reason: str = Field(min_length=1, max_length=2000, description="required, recorded in the ledger")
+    assignee: str | None = Field(
+        default=None, max_length=64, pattern=r"^[A-Za-z0-9._]{1,64}$", description="reassign: the approver"
+    )
+    escalate_to: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z_]{1,64}$",
+        description="escalate: the role to notify (default: the SLA rule's escalate_to)",
+    )
+    dry_run: bool = Field(default=False, description="preview: what would be touched, what skipped and why")
+
+
+class RowOutcome(BaseModel):
+    invoice_id: str
+    external_id: str = ""
+    legal_entity: str = ""
+    status: str = ""
+    outcome: Literal["will_apply", "applied", "skipped", "failed"]
+    code: str = ""
+    message: str = ""
+    who_can_instead: list[str] = Field(default_factory=list)
+
+
+class BulkResult(BaseModel):
+    action: str
+    dry_run: bool
+    reason: str
+    will_apply: int
+    applied: int
+    skipped: int
+    failed: int
+    rows: list[RowOutcome]
+
+
+@dataclass
+class Planned:
+    inv: Invoice
+    cand: Candidate
+    sla_rule: str
+    escalate_to: str
+    engine: EngineState | None
+    tier: int | None
+    activity_id: str
+
+
+def _skip(inv_id: str, code: str, message: str, inv: Invoice | None = None, **kw: list[str]) -> RowOutcome:
+    return RowOutcome(
+        invoice_id=inv_id,
+        external_id=inv.external_id if inv else "",
+        legal_entity=inv.legal_entity if inv else "",
+        status=inv.status if inv else "",
+        outcome="skipped",
+        code=code,
+        message=message,
+        **kw,
+    )
+
+
+async def plan_actions(
+    ctx: AppContext, session: Session, username: str, body: BulkAction
+) -> tuple[list[RowOutcome | Planned], tuple[bool, str]]:
+    """Each row's fate under the action, in the order given: skipped (with the code and reason the
+    command would be refused with) or planned."""
+    if body.action == "reassign" and not body.assignee:
+        raise Invalid(
+            "assignee: reassigning needs the approver to hand the tier to",
+            code="inconsistent_fields",
+            field="assignee",
+        )
+    if (
+        body.action == "reassign"
+        and body.assignee
+        and queries.active_user_and_policy_revision(session, body.assignee)[0] is False
+    ):
+        raise Invalid(f"assignee: no active user {body.assignee}", code="unknown_reference", field="assignee")
+    entities_for(ctx, session, username, "tower:read", None)  # 403 for a caller without the tower
+    sla = sla_of(ctx)
+    probe = probe_for(ctx)
+    ids = list(dict.fromkeys(body.invoice_ids))
+    invoices = {i: queries.invoice_by_id(session, i) for i in ids}
+    visible = {
+        i: inv
+        for i, inv in invoices.items()
+        if inv is not None and ctx.authorizer.check(username, inv.legal_entity, "tower:read")
+    }
+    ents = entities(session, sorted({inv.legal_entity for inv in visible.values()}))
+    cands = {
+        c.facts.invoice_id: c
+        for c in candidates_by_workflow(
+            session, [inv.workflow_id for inv in visible.values()], sorted(ents), ents, sla, datetime.now(UTC)
+        )
+    }
+    retry = await probe.retry_supported()
+    engine: dict[str, EngineState] = {}
+    if body.action in ("retry", "escalate", "remind"):
+        engine = await probe.describe([inv.workflow_id for inv in visible.values()])
+    out: list[RowOutcome | Planned] = []
+    for inv_id in ids:
+        inv = visible.get(inv_id)
+        cand = cands.get(inv_id)
+        if inv is None or cand is None:
+            out.append(_skip(inv_id, "not_found", f"no invoice {inv_id}"))
+            continue
+        permission = TOWER_COMMANDS[body.action]
+        if ctx.authorizer.check(username, inv.legal_entity, permission) is None:
+            out.append(
+                _skip(
+                    inv_id,
+                    "forbidden",
+                    forbidden_reason(username, permission, inv.legal_entity),
+                    inv,
+                    who_can_instead=who_may(ctx, session, inv.legal_entity, permission, but=username),
+                )
+            )
+            continue
+        status = states.Status(inv.status)
+        state = engine.get(inv.workflow_id)
+        rule = (
+            cand.breach.rule if cand.breach else sla.rule_for(inv.status, cand.facts.tier, cand.facts.portal)
+        )
+        planned = Planned(inv, cand, rule.id if rule else "", "", state, cand.facts.tier, "")
+        if body.action == "retry":
+            pending = [a for a in (state.activities if state else ()) if a.attempt > 1 or a.last_failure]
+            if not retry[0]:
+                out.append(_skip(inv_id, "retry_unsupported", retry[1], inv))
+            elif state is not None and state.error:
+                out.append(_skip(inv_id, "unavailable", state.error, inv))
+            elif not pending:
+                out.append(
+                    _skip(inv_id, "nothing_to_retry", "no activity of this workflow is failing now", inv)
+                )
+            else:
+                planned.activity_id = max(pending, key=lambda a: a.attempt).activity_id
+                out.append(planned)
+            continue
+        event = EVENT[body.action]
+        if not states.can(status, event) or (body.action == "reassign" and cand.facts.tier is None):
+            out.append(
+                _skip(
+                    inv_id,
+                    "transition_refused",
+                    f"cannot {body.action} an invoice in status {inv.status}",
+                    inv,
+                )
+            )
+            continue
+        if body.action in ("remind", "escalate") and _delivering(state):
+            out.append(
+                _skip(
+                    inv_id,
+                    "delivery_in_progress",
+                    "the invoice is being delivered (its activity is running or retrying): retry it instead",
+                    inv,
+                )
+            )
+            continue
+        if body.action == "escalate":
+            planned.escalate_to = body.escalate_to or (rule.escalate_to if rule else "")
+            if not planned.escalate_to:
+                out.append(_skip(inv_id, "invalid_command", "no SLA rule names a role to escalate to", inv))
+                continue
+        if body.action == "reassign":
+            assert body.assignee is not None
+            why = _reassign_refusal(ctx, inv, body.assignee)
+            if why is not None:
+                out.append(_skip(inv_id, why[0], why[1], inv))
+                continue
+        out.append(planned)
+    return out, retry
+
+
+def _reassign_refusal(ctx: AppContext, inv: Invoice, assignee: str) -> tuple[str, str] | None:
+    """Why `assignee` cannot take the waiting tier (the checks of POST /invoices/{id}/reassign and of the
+    workflow's validator), or None."""
+    state = rules_state(inv)
+    tier = current_tier(state)
+    if tier is None:
+        return ("transition_refused", f"no tier of invoice {inv.external_id} is waiting")
+    if tier.role not in ctx.authorizer.roles(assignee, inv.legal_entity):
+        return ("assignee_ineligible", f"{assignee} does not hold {tier.role} in {inv.legal_entity}")
+    probe = approval_refusal(state, Actor(assignee, [tier.role]), tier.level)
+    if probe is not None and probe.code == "segregation_of_duties" and probe.rule != "reassigned":
+        return ("segregation_of_duties", f"{assignee} cannot approve this invoice: {probe.message}")
+    return None
+
+
+async def run_actions(
+    ctx: AppContext, username: str, body: BulkAction, idempotency_key: str | None
+) -> BulkResult:
+    """Preview (dry_run) or apply the action to each row, through the same command code as the invoice
+    routes; a row that fails does not stop the others."""
+    with reading(ctx.store) as session:
+        plan, _ = await plan_actions(ctx, session, username, body)
+    rows: list[RowOutcome] = []
+    if body.dry_run:
+        rows = [
+            p
+            if isinstance(p, RowOutcome)
+            else RowOutcome(
+                invoice_id=p.inv.id,
+                external_id=p.inv.external_id,
+                legal_entity=p.inv.legal_entity,
+                status=p.inv.status,
+                outcome="will_apply",
+                message=_preview_text(body, p),
+            )
+            for p in plan
+        ]
+    else:
+        gate = asyncio.Semaphore(4)
+        # One key for the whole request, per row: the same request again applies nothing twice.
+        key = idempotency_key or uuid.uuid4().hex
+
+        async def one(p: RowOutcome | Planned) -> RowOutcome:
+            if isinstance(p, RowOutcome):
+                return p
+            async with gate:
+                return await _apply(ctx, username, body, p, key)
+
+        rows = list(await asyncio.gather(*(one(p) for p in plan)))
+    count = {
+        k: sum(1 for r in rows if r.outcome == k) for k in ("will_apply", "applied", "skipped", "failed")
+    }
+    return BulkResult(
+        action=body.action,
+        dry_run=body.dry_run,
+        reason=body.reason,
+        will_apply=count["will_apply"],
+        applied=count["applied"],
+        skipped=count["skipped"],
+        failed=count["failed"],
+        rows=rows,
+    )
+
+
+def _preview_text(body: BulkAction, p: Planned) -> str:
+    if body.action == "reassign":
+        return f"tier {p.tier} to {body.assignee}"
+    if body.action == "escalate":
+        return f"escalate to {p.escalate_to}"
+    if body.action == "retry":
+        activity = next(
+            (a for a in (p.engine.activities if p.engine else ()) if a.activity_id == p.activity_id), None
+        )
+        return f"retry {activity.activity_type} now (attempt {activity.attempt})" if activity else "retry now"
+    who = f"tier {p.tier} ({p.cand.facts.tier_role})" if p.tier else "the preparers"
+    return f"remind {who}"
+
+
+async def _apply(ctx: AppContext, username: str, body: BulkAction, p: Planned, key: str) -> RowOutcome:
+    from api.deps import CurrentUserInfo
+    from api.invoices import _command, reassign_approval
+    from api.schemas import ReassignBody
+
+    base = RowOutcome(
+        invoice_id=p.inv.id,
+        external_id=p.inv.external_id,
+        legal_entity=p.inv.legal_entity,
+        status=p.inv.status,
+        outcome="applied",
+    )
+    reason = body.reason + (f" [SLA {p.sla_rule}]" if p.sla_rule else "")
+    try:
+        if body.action == "reassign":
+            assert body.assignee is not None and p.tier is not None
+            done = await reassign_approval(
+                p.inv.id,
+                ReassignBody(tier=p.tier, assignee=body.assignee, reason=reason),
+                ctx,
+                CurrentUserInfo(username),
+                f"tower:{key}",
+            )
+            return base.model_copy(
+                update={"status": done.status, "message": f"tier {p.tier} to {body.assignee}"}
+            )
+        if body.action in ("remind", "escalate"):
+            permission = TOWER_COMMANDS[body.action]
+
+            def authorize(session: Session, inv: Invoice) -> Actor:
+                grant = ctx.authorizer.require(username, inv.legal_entity, permission)
+                return Actor(username, grant.roles, grant.rule)
+
+            cmd = lambda _s, _i, actor: SupervisorCommand(  # noqa: E731
+                actor, reason, sla_rule=p.sla_rule, escalate_to=p.escalate_to
+            )
+            update = InvoiceWorkflow.remind if body.action == "remind" else InvoiceWorkflow.escalate
+            done = await _command(
+                ctx, username, p.inv.id, body.action, update, cmd, f"tower:{key}", authorize=authorize
+            )
+            probe_for(ctx).forget(p.inv.workflow_id)
+            return base.model_copy(update={"status": done.status, "message": _preview_text(body, p)})
+        return await _retry(ctx, username, body, p, key, base)
+    except AppError as exc:
+        return base.model_copy(update={"outcome": "failed", "code": exc.code, "message": exc.message})
+
+
+async def _retry(
+    ctx: AppContext, username: str, body: BulkAction, p: Planned, key: str, base: RowOutcome
+) -> RowOutcome:
+    """Reset the failing activity (attempts from 1, dispatched now), then ledger it: who, their roles, the
+    policy rule, the reason, the activity and the attempt it was on."""
+    from temporalio.service import RPCError
+
+    business_key = retry_business_key(p.inv.id, f"{username}:{key}")
+    with reading(ctx.store) as session:
+        if find_by_business_key(session, business_key) is not None:
+            return base.model_copy(update={"message": "already retried under this Idempotency-Key"})
+    grant = ctx.authorizer.require(username, p.inv.legal_entity, TOWER_COMMANDS["retry"])
+    activity = next(
+        (a for a in (p.engine.activities if p.engine else ()) if a.activity_id == p.activity_id), None
+    )
+    try:
+        await probe_for(ctx).reset_activity(p.inv.workflow_id, p.activity_id, f"cashcycle-tower:{username}")
+    except RPCError as exc:
+        return base.model_copy(
+            update={"outcome": "failed", "code": "unavailable", "message": f"Temporal: {exc.message}"}
+        )
+    with writing(ctx.store) as session:
+        if find_by_business_key(session, business_key) is None:
+            ledger_event(
+                session,
+                p.inv.legal_entity,
+                business_key,
+                "invoice",
+                p.inv.id,
+                "retry_activity",
+                username,
+                {
+                    "workflow_id": p.inv.workflow_id,
+                    "activity_id": p.activity_id,
+                    "activity_type": activity.activity_type if activity else "",
+                    "attempt": activity.attempt if activity else 0,
+                    "last_failure": activity.last_failure if activity else "",
+                    "sla_rule": p.sla_rule,
+                    "status": p.inv.status,
+                },
+                body.reason,
+                rule=grant.rule,
+            )
+    what = f"{activity.activity_type} (was on attempt {activity.attempt})" if activity else "the activity"
+    return base.model_copy(update={"message": f"retried {what} now"})
+
+
+@router.post(
+    "/workflows/stuck/actions",
+    response_model=BulkResult,
+    responses=errors("forbidden", "inconsistent_fields", "unknown_reference"),
+)
+async def act_on_stuck(
+    body: BulkAction, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
+) -> BulkResult:
+    """Reassign, remind, escalate or retry several invoices at once, with a required reason (ledgered).
+    `dry_run: true` previews: how many it will touch, which are skipped and why (the code and message the
+    command would be refused with). Otherwise each row is applied through the invoice's command (the
+    workflow's update, or for retry Temporal's ResetActivity) and answers for itself: applied, skipped or
+    failed. The same Idempotency-Key again applies nothing twice."""
+    return await run_actions(ctx, user.username, body, idempotency_key)
+
+
+__all__ = [
+    "ACTIONS",
+    "BulkAction",
+    "Filters",
+    "evaluate",
+    "pipeline_of",
+    "router",
+    "run_actions",
+    "stuck_page",
+]
