@@ -371,9 +371,9 @@ def approval_inbox(
     reminded = (
         sa_select(col(LedgerEntry.id))
         .where(
-            LedgerEntry.object_type == "invoice",
+            col(LedgerEntry.object_type) == "invoice",
             col(LedgerEntry.object_id) == col(Invoice.id),
-            LedgerEntry.event == "remind_approvers",
+            col(LedgerEntry.event) == "remind_approvers",
             col(LedgerEntry.at) >= tier_since,
         )
         .correlate(Invoice)
