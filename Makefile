@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo up test lint typecheck bench bench-ledger sync clean browser vendor
+.PHONY: demo up test lint typecheck bench bench-ledger bench-pages sync clean browser vendor
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -57,6 +57,10 @@ typecheck: sync
 ## Benchmarks (figures printed, compared with their baselines in the same run).
 bench: sync
 	$(VENV)/bin/python bench/lifecycle.py $(ARGS)
+
+## Page speed with 10,000 open invoices: inbox, invoice page and control tower beside their JSON calls (p50/p95).
+bench-pages: sync
+	$(VENV)/bin/python bench/pages.py $(ARGS)
 
 ## Evidence ledger figures on the local PostgreSQL (appends, verification of 1M entries, a 100k pack).
 bench-ledger: sync
