@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.staticfiles import StaticFiles
 
-from api.pages import approvals, delegations, invoices, session
+from api.pages import approvals, compliance, delegations, figures, invoices, session, tower
 from api.pages.common import UI, install
 
 router = APIRouter(include_in_schema=False)
@@ -18,6 +18,9 @@ router.include_router(session.router)
 router.include_router(approvals.router)
 router.include_router(invoices.router)
 router.include_router(delegations.router)
+router.include_router(figures.router)
+router.include_router(compliance.router)
+router.include_router(tower.router)
 
 static = StaticFiles(directory=str(UI / "static"))
 

@@ -280,6 +280,40 @@ async def portal_reject_fix_resubmit(rec: Recording) -> None:
     await rec.save(routed_run)
 
 
+async def tower_actions(rec: Recording) -> None:
+    """The control tower's actions on one invoice (POST /api/v1/workflows/stuck/actions): a draft reminded
+    to its preparers and escalated; once submitted, its approvers reminded, the approval escalated and the
+    tier reassigned; approved by the assignee, mailed, paid."""
+    s = rec.stack
+    erp, preparer, supervisor, approver2, cashier = await s.clients(
+        "erp", "preparer", "supervisor", "approver2", "cashier"
+    )
+    inv = await rec.call(erp, "POST", "/api/v1/invoices", json=invoice_body(s.customers["initech"]))
+    iid = inv["id"]
+
+    async def tower(action: str, **extra: Any) -> None:
+        body = {"action": action, "invoice_ids": [iid], "reason": f"tower {action}", **extra}
+        result = await rec.call(supervisor, "POST", "/api/v1/workflows/stuck/actions", json=body)
+        assert result["applied"] == 1, result
+
+    await tower("remind")
+    await tower("escalate")
+    await rec.call(preparer, "POST", f"/api/v1/invoices/{iid}/submit")
+    await tower("remind")
+    await tower("escalate")
+    await tower("reassign", assignee="approver2")
+    await rec.call(approver2, "POST", f"/api/v1/invoices/{iid}/approve", json={"comment": "ok"})
+    assert (await s.wait_status(iid, "submitted", within=60))["status"] == "submitted"
+    await rec.call(
+        cashier, "POST", "/api/v1/payments", json=pay(s.customers["initech"], inv, "1872.66", "BANK-W")
+    )
+    assert (await s.wait_status(iid, "paid"))["status"] == "paid"
+    events = await rec.events(supervisor, iid)
+    assert ["remind", "escalate"] == [e for e in events if e in ("remind", "escalate")], events
+    assert {"remind_approvers", "escalate_approval", "reassign_approval"} <= set(events), events
+    await rec.save(inv["workflow_id"])
+
+
 async def only_workflow(client: Client, workflow_type: str, task_queue: str) -> str:
     ids = [
         w.id
@@ -299,6 +333,7 @@ SCENARIOS: dict[str, Scenario] = {
     "awaiting_issue_date": awaiting_issue_date,
     "checkpoint": checkpoint,
     "portal_reject_fix_resubmit": portal_reject_fix_resubmit,
+    "tower_actions": tower_actions,
 }
 
 # What the SLA scenario needs: a reminder and an escalation within seconds, not days.
