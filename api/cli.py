@@ -153,6 +153,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             wait_for_port(uport, 60, proc)
             env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{tport}"
             ui_url = f"http://127.0.0.1:{uport}"
+            env.setdefault("CASHCYCLE_TEMPORAL_UI_URL", ui_url)  # the control tower links its workflows there
         if not env.get("CASHCYCLE_SMTP_HOST"):
             mport = free_port(1025)
             mail = [sys.executable, "-m", "api.cli", "mail-capture", "--port", str(mport)]
