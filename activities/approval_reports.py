@@ -179,16 +179,40 @@ def nearest_rank(sorted_values: Sequence[Decimal], p: int) -> Decimal:
     return sorted_values[rank - 1]
 
 
-def turnaround(hours: Iterable[Decimal]) -> Turnaround:
+@dataclass(frozen=True)
+class ExactTurnaround:
+    """The figures of Turnaround, exact (for pages that say "40 s" rather than "0.0 h")."""
+
+    count: int
+    p50: Decimal | None
+    p90: Decimal | None
+    mean: Decimal | None
+    max: Decimal | None
+
+
+def exact_turnaround(hours: Iterable[Decimal]) -> ExactTurnaround:
     values = sorted(hours)
     if not values:
+        return ExactTurnaround(0, None, None, None, None)
+    return ExactTurnaround(
+        count=len(values),
+        p50=nearest_rank(values, 50),
+        p90=nearest_rank(values, 90),
+        mean=sum(values, Decimal(0)) / len(values),
+        max=values[-1],
+    )
+
+
+def turnaround(hours: Iterable[Decimal]) -> Turnaround:
+    e = exact_turnaround(hours)
+    if e.count == 0:
         return Turnaround(0, None, None, None, None)
     return Turnaround(
-        count=len(values),
-        p50_hours=_hours(nearest_rank(values, 50)),
-        p90_hours=_hours(nearest_rank(values, 90)),
-        mean_hours=_hours(sum(values, Decimal(0)) / len(values)),
-        max_hours=_hours(values[-1]),
+        count=e.count,
+        p50_hours=None if e.p50 is None else _hours(e.p50),
+        p90_hours=None if e.p90 is None else _hours(e.p90),
+        mean_hours=None if e.mean is None else _hours(e.mean),
+        max_hours=None if e.max is None else _hours(e.max),
     )
 
 
@@ -402,6 +426,7 @@ def approvals_behind(
     report: ApprovalReport,
     *,
     tier: int | None = None,
+    role: str | None = None,
     approver: str | None = None,
     bucket_from: int | None = None,
 ) -> list[TierApproval]:
@@ -412,6 +437,7 @@ def approvals_behind(
         a
         for a in report.population
         if (tier is None or a.tier == tier)
+        and (role is None or a.role == role)
         and (approver is None or a.approver == approver)
         and (bucket_from is None or bucket_of(a.hours)[0] == bucket_from)
     ]
