@@ -196,7 +196,7 @@ class PackJobs:
             job.state, job.error = "failed", exc.message
         except Exception as exc:  # the page says the build failed, and why; the log keeps the trace
             log.exception("evidence pack %s failed", job.id)
-            job.state, job.error = "failed", f"the pack could not be built ({exc.__class__.__name__}: {exc})"
+            job.state, job.error = "failed", f"{exc.__class__.__name__}: {exc}"
         else:
             job.state, job.stage, job.percent = "done", "ready", 100
 
