@@ -202,6 +202,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"  Portal simulator      {sim_url}/_sim/invoices   (Coupa-style, cXML, Peppol)")
         if "CASHCYCLE_SMTP_PORT" in env and not os.environ.get("CASHCYCLE_SMTP_HOST"):
             print(f"  Outgoing mail         captured in {data_dir / 'outbox'}")
+            if args.demo:
+                from demo.stuck import REFUSING_MAIL_DOMAIN
+
+                refused = f"(recipients @{REFUSING_MAIL_DOMAIN} refused with 450: their delivery retries)"
+                print(f"  {'':20}  {refused}")
         if args.demo:
             print(f"  Demo users (password {DEMO_PASSWORD}): {', '.join(u for u, _ in DEMO_USERS)}")
             print(f"  SLAs                  {env.get('CASHCYCLE_SLA_FILE') or 'policies/sla.toml'}")
