@@ -31,6 +31,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -114,7 +115,10 @@ class SlaFile:
     sha256: str = ""
 
     def rule_for(self, status: str, tier: int | None, portal: tuple[str, str] | None) -> Rule | None:
-        return next((r for r in self.rules if r.matches(status, tier, portal)), None)
+        for rule in self.rules:
+            if rule.status == status and rule.matches(status, tier, portal):
+                return rule
+        return None
 
     def by_id(self, rule_id: str) -> Rule | None:
         return next((r for r in self.rules if r.id == rule_id), None)
@@ -360,14 +364,23 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
+@lru_cache(maxsize=256)
+def _exponent(currency: str) -> int:
+    return exponent(currency)
+
+
 def _in_entity_currency(minor: int, currency: str, rate: str, entity_currency: str) -> int:
     if currency == entity_currency:
         return minor
     value = Decimal(minor) * Decimal(rate or "1")
-    return int(value.scaleb(exponent(entity_currency) - exponent(currency)).to_integral_value())
+    return int(value.scaleb(_exponent(entity_currency) - _exponent(currency)).to_integral_value())
 
 
-def _candidate(row: Any, ent: Entity, portal: tuple[str, str] | None) -> Candidate:
+def _candidate(
+    row: Any, ent: Entity, portal: tuple[str, str] | None, sla: SlaFile, now: datetime, only_breached: bool
+) -> Candidate | None:
+    """The row as a candidate with its breach at `now`; None when `only_breached` and it is within its SLA
+    (decided before the JSON columns are read: most rows of a large store stop here)."""
     (
         iid,
         entity,
@@ -387,8 +400,6 @@ def _candidate(row: Any, ent: Entity, portal: tuple[str, str] | None) -> Candida
         approvals_json,
         approval_json,
     ) = row
-    editors = json.loads(editors_json or "[]")
-    submitters = json.loads(submitters_json or "[]")
     tier = role = None
     tier_since = None
     assignee = None
@@ -406,7 +417,6 @@ def _candidate(row: Any, ent: Entity, portal: tuple[str, str] | None) -> Candida
         if extra.get("tier_since"):
             tier_since = _aware(datetime.fromisoformat(extra["tier_since"]))
         escalated = bool(extra.get("escalated"))
-    preparers = tuple(dict.fromkeys([created_by, *editors, *submitters]))
     facts = Facts(
         invoice_id=iid,
         legal_entity=entity,
@@ -418,6 +428,12 @@ def _candidate(row: Any, ent: Entity, portal: tuple[str, str] | None) -> Candida
         tier_since=tier_since,
         portal=portal,
     )
+    breach = evaluate(sla, facts, ent.country, ent.timezone, now)
+    if breach is None and only_breached:
+        return None
+    editors = json.loads(editors_json or "[]")
+    submitters = json.loads(submitters_json or "[]")
+    preparers = tuple(dict.fromkeys([created_by, *editors, *submitters]))
     return Candidate(
         facts=facts,
         external_id=external_id,
@@ -434,7 +450,7 @@ def _candidate(row: Any, ent: Entity, portal: tuple[str, str] | None) -> Candida
         barred=tuple(dict.fromkeys([*preparers, *approvers])),
         assignee=assignee,
         escalated=escalated,
-        breach=None,
+        breach=breach,
     )
 
 
@@ -485,18 +501,10 @@ def find_breaches(
     portals = _portal_passes(session, [r[0] for r in rows if r[4] == "submitted"])
     found: list[Candidate] = []
     for row in rows:
-        ent = ents[row[1]]
-        cand = _candidate(row, ent, portals.get(row[0]))
-        breach = evaluate(sla, cand.facts, ent.country, ent.timezone, now)
-        if breach is not None:
-            found.append(_with_breach(cand, breach))
+        cand = _candidate(row, ents[row[1]], portals.get(row[0]), sla, now, only_breached=True)
+        if cand is not None:
+            found.append(cand)
     return found, ents
-
-
-def _with_breach(cand: Candidate, breach: Breach | None) -> Candidate:
-    from dataclasses import replace
-
-    return replace(cand, breach=breach)
 
 
 def candidates_by_workflow(
@@ -523,9 +531,28 @@ def candidates_by_workflow(
         ent = ents.get(row[1])
         if ent is None:
             continue
-        cand = _candidate(row, ent, portals.get(row[0]))
-        out.append(_with_breach(cand, evaluate(sla, cand.facts, ent.country, ent.timezone, now)))
+        cand = _candidate(row, ent, portals.get(row[0]), sla, now, only_breached=False)
+        if cand is not None:
+            out.append(cand)
     return out
+
+
+def store_version(session: Session, entity_codes: list[str]) -> tuple[int, int]:
+    """What moves whenever anything is recorded in these legal entities (every transition appends to the
+    entity's ledger: the chain heads' sequence numbers) or a role is granted or revoked (the policy
+    revision): a tower computed at an older version is stale. Two primary-key reads, whatever the size of
+    the store."""
+    from activities.models import LedgerHead, PolicyRevision
+
+    seqs = session.execute(
+        sa_select(func.coalesce(func.sum(col(LedgerHead.seq)), 0)).where(
+            col(LedgerHead.legal_entity).in_(entity_codes)
+        )
+    ).scalar()
+    revision = session.execute(
+        sa_select(col(PolicyRevision.revision)).where(col(PolicyRevision.id) == 1)
+    ).scalar()
+    return int(seqs or 0), int(revision or 0)
 
 
 def role_holders(session: Session, entity_codes: list[str]) -> dict[tuple[str, str], list[str]]:
@@ -696,8 +723,9 @@ class EngineProbe:
             async with gate:
                 state = await self._describe_one(wid)
             out[wid] = state
-            if not state.error:
-                self._described[wid] = (monotonic.monotonic(), state)
+            # Failures are kept as long as answers: a tower reloaded while Temporal struggles (or knows
+            # none of these workflows) must not ask again for each of them on every request.
+            self._described[wid] = (monotonic.monotonic(), state)
 
         await asyncio.gather(*(one(w) for w in todo))
         if len(self._described) > 5000:  # a long-lived API process: forget the oldest answers
@@ -858,6 +886,7 @@ class StuckRow:
     since: datetime  # the clock the age counts from
     age_seconds: float
     score: int  # amount due in the entity's currency (major units) x age in days
+    weight: float  # the same product unrounded: the ranking (young rows have a score of 0 alike)
     engine: EngineState | None
     engine_checked: bool
     activity: PendingActivity | None  # the activity retrying, if any
@@ -945,7 +974,7 @@ def assemble(
             continue
         since = breach.since if breach else (f.tier_since or f.status_since)
         age = max((now - since).total_seconds(), 0.0)
-        major = cand.amount_due_entity_minor / (10 ** exponent(cand.entity_currency))
+        major = cand.amount_due_entity_minor / (10 ** _exponent(cand.entity_currency))
         rows.append(
             StuckRow(
                 candidate=cand,
@@ -954,12 +983,13 @@ def assemble(
                 since=since,
                 age_seconds=age,
                 score=int(major * age / 86400),
+                weight=major * age,
                 engine=state,
                 engine_checked=state is not None and not state.error,
                 activity=retrying,
             )
         )
-    rows.sort(key=lambda r: (-r.score, r.cause.rank, r.candidate.facts.invoice_id))
+    rows.sort(key=lambda r: (-r.weight, r.cause.rank, r.candidate.facts.invoice_id))
     return rows
 
 

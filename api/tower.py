@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from time import monotonic
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -35,6 +36,8 @@ from activities.stuck import (
     Candidate,
     EngineProbe,
     EngineState,
+    Entity,
+    PipelineCell,
     SlaFile,
     StuckRow,
     WorkerState,
@@ -49,6 +52,7 @@ from activities.stuck import (
     pipeline,
     retry_business_key,
     role_holders,
+    store_version,
 )
 from api.approvals import forbidden_reason, rules_state, who_may
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep, entities_for
@@ -279,6 +283,75 @@ def _amount_minor(text: str, currency: str) -> int:
 
 
 @dataclass
+class Base:
+    """The store's side of the tower for some legal entities: the breaches ranked without the engine, the
+    pipeline and the groups. Rebuilt at once when anything was recorded in those entities since
+    (store_version: an action's effect shows at the next read); when only time has passed, served as it is
+    while a rebuild runs in the background (new breaches appear within BASE_SECONDS). The engine's signals
+    are joined on top at every request."""
+
+    version: tuple[int, int]
+    built: float
+    now: datetime
+    cands: list[Candidate]
+    ents: dict[str, Entity]
+    holders: dict[tuple[str, str], list[str]]
+    rows: list[StuckRow]
+    cells: list[PipelineCell]
+    by_cause: list[Group]
+    by_owner: list[Group]
+    refreshing: bool = False
+
+
+BASE_SECONDS = 10.0
+_BASES: dict[tuple[int, str, tuple[str, ...]], Base] = {}
+
+
+def _build_base(
+    session: Session, sla: SlaFile, codes: list[str], version: tuple[int, int], now: datetime
+) -> Base:
+    cands, ents = find_breaches(session, sla, codes, now)
+    holders = role_holders(session, codes)
+    rows = assemble(cands, sla, {}, None, holders, now)
+    return Base(
+        version,
+        monotonic(),
+        now,
+        cands,
+        ents,
+        holders,
+        rows,
+        pipeline(session, codes),
+        _groups(rows, "cause"),
+        _groups(rows, "owner"),
+    )
+
+
+async def base_of(ctx: AppContext, session: Session, sla: SlaFile, codes: list[str], now: datetime) -> Base:
+    key = (id(ctx), sla.sha256, tuple(codes))
+    version = store_version(session, codes)
+    found = _BASES.get(key)
+    if found is not None and found.version == version:
+        if monotonic() - found.built >= BASE_SECONDS and not found.refreshing:
+            found.refreshing = True
+
+            def rebuild() -> None:
+                try:
+                    with reading(ctx.store) as own:
+                        _BASES[key] = _build_base(own, sla, codes, version, datetime.now(UTC))
+                finally:
+                    found.refreshing = False
+
+            asyncio.get_running_loop().run_in_executor(None, rebuild)
+        return found
+    base = _build_base(session, sla, codes, version, now)
+    if len(_BASES) > 64:
+        _BASES.clear()
+    _BASES[key] = base
+    return base
+
+
+@dataclass
 class Evaluation:
     rows: list[StuckRow]  # all, filtered, ranked
     worker: WorkerState
@@ -286,49 +359,76 @@ class Evaluation:
     described: int
     sla: SlaFile
     now: datetime
+    groups: tuple[list[Group], list[Group]]  # by cause, by owner, over every row
 
 
 async def evaluate_tower(
     ctx: AppContext, session: Session, username: str, filters: Filters, now: datetime | None = None
 ) -> Evaluation:
-    """Breaches from the store, joined with the engine, filtered, ranked."""
+    """Breaches from the store (base_of), joined with the engine, filtered, ranked."""
     now = now or datetime.now(UTC)
     sla = sla_of(ctx)
     codes = entities_for(ctx, session, username, "tower:read", filters.legal_entity)
-    cands, ents = find_breaches(session, sla, codes, now)
+    base = await base_of(ctx, session, sla, codes, now)
     probe = probe_for(ctx)
     worker, problems, retry = await asyncio.gather(
         probe.worker(), probe.reported_problems(codes), probe.retry_supported()
     )
-    known = {c.workflow_id for c in cands}
+    known = {c.workflow_id for c in base.cands}
     flagged = [w for w in problems if w not in known]
-    cands += candidates_by_workflow(session, flagged, codes, ents, sla, now)
-    if filters.status:
-        cands = [c for c in cands if c.facts.status == filters.status]
-    if filters.min_amount:
-        cands = [
-            c
-            for c in cands
-            if c.amount_due_entity_minor >= _amount_minor(filters.min_amount, c.entity_currency)
-        ]
-    holders = role_holders(session, codes)
-    # Rank without the engine first, then describe the most at stake (bounded), then rank again.
-    ranked = assemble(cands, sla, {}, worker, holders, now)
+    extra = candidates_by_workflow(session, flagged, codes, base.ents, sla, base.now) if flagged else []
+
+    def kept(c: Candidate) -> bool:
+        if filters.status and c.facts.status != filters.status:
+            return False
+        return not filters.min_amount or c.amount_due_entity_minor >= _amount_minor(
+            filters.min_amount, c.entity_currency
+        )
+
+    groups: tuple[list[Group], list[Group]] | None = None
     engine: dict[str, EngineState] = {}
-    wanted = [r.candidate.workflow_id for r in ranked[: sla.describe_limit]]
-    if wanted and worker.polling:
-        engine = await probe.describe(wanted)
     for wid, found in problems.items():
-        if wid in engine and not engine[wid].problems:
-            engine[wid] = EngineState(**{**engine[wid].__dict__, "problems": found})
-        elif wid not in engine:
-            engine[wid] = EngineState(wid, "", "running", problems=found)
-    rows = assemble(cands, sla, engine, worker, holders, now)
+        engine[wid] = EngineState(wid, "", "running", problems=found)
+    if not worker.polling:
+        # Nothing moves: every row's cause is the missing worker (no describe: it would tell nothing new).
+        cands = [c for c in [*base.cands, *extra] if kept(c)]
+        rows = assemble(cands, sla, engine, worker, base.holders, base.now)
+    else:
+        filtered = bool(filters.status or filters.min_amount)
+        rows = [r for r in base.rows if kept(r.candidate)] if filtered else list(base.rows)
+        wanted = [r.candidate.workflow_id for r in rows[: sla.describe_limit]]
+        described = await probe.describe(wanted) if wanted else {}
+        for wid, state in described.items():
+            if wid in engine:
+                state = EngineState(**{**state.__dict__, "problems": engine[wid].problems})
+            engine[wid] = state
+        touched = [r.candidate for r in rows if r.candidate.workflow_id in engine]
+        touched += [c for c in extra if kept(c)]
+        again = {
+            r.candidate.facts.invoice_id: r
+            for r in assemble(touched, sla, engine, worker, base.holders, base.now)
+        }
+        same = all(
+            (again[r.candidate.facts.invoice_id].cause.code, again[r.candidate.facts.invoice_id].owner.key)
+            == (r.cause.code, r.owner.key)
+            for r in rows[: len(wanted)]
+            if r.candidate.facts.invoice_id in again
+        )
+        if same and not filtered and not extra:
+            groups = (base.by_cause, base.by_owner)
+        rows = [again.pop(r.candidate.facts.invoice_id, r) if again else r for r in rows]
+        if again:  # flagged by the engine alone: placed by their score (the engine changes no score)
+            rows += list(again.values())
+            rows.sort(key=lambda r: (-r.weight, r.cause.rank, r.candidate.facts.invoice_id))
     if filters.cause:
         rows = [r for r in rows if r.cause.code == filters.cause]
+        groups = None
     if filters.owner:
         rows = [r for r in rows if filters.owner in (r.owner.name, r.owner.key)]
-    return Evaluation(rows, worker, retry, len(engine), sla, now)
+        groups = None
+    if groups is None:
+        groups = (_groups(rows, "cause"), _groups(rows, "owner"))
+    return Evaluation(rows, worker, retry, len(engine), sla, base.now, groups)
 
 
 def row_actions(
@@ -450,27 +550,39 @@ def item_of(
     )
 
 
+ENGINE_GROUP_LABELS = {
+    "no_worker": "no worker polling",
+    "workflow_task_failing": "workflow task failing",
+    "activity_retrying": "activity retrying",
+}
+
+
 def _groups(rows: list[StuckRow], key: str) -> list[Group]:
-    found: dict[str, tuple[str, int, dict[str, int]]] = {}
+    counts: dict[str, int] = {}
+    labels: dict[str, str] = {}
+    amounts: dict[str, dict[str, int]] = {}
+    by_cause = key == "cause"
     for r in rows:
-        k, label = (r.cause.code, r.cause.label) if key == "cause" else (r.owner.key, r.owner.name)
-        if key == "cause" and r.cause.kind == "engine":
-            label = {
-                "no_worker": "no worker polling",
-                "workflow_task_failing": "workflow task failing",
-                "activity_retrying": "activity retrying",
-            }[r.cause.code]
-        _, n, amounts = found.get(k, (label, 0, {}))
-        amounts[r.candidate.currency] = amounts.get(r.candidate.currency, 0) + r.candidate.amount_due_minor
-        found[k] = (label, n + 1, amounts)
+        if by_cause:
+            k = r.cause.code
+            if k not in labels:
+                labels[k] = ENGINE_GROUP_LABELS.get(k, r.cause.label)
+        else:
+            k = r.owner.key
+            if k not in labels:
+                labels[k] = r.owner.name
+        counts[k] = counts.get(k, 0) + 1
+        per = amounts.setdefault(k, {})
+        c = r.candidate
+        per[c.currency] = per.get(c.currency, 0) + c.amount_due_minor
     groups = [
         Group(
             key=k,
-            label=label,
+            label=labels[k],
             count=n,
-            amounts={cur: format_minor(v, cur) for cur, v in sorted(amounts.items())},
+            amounts={cur: format_minor(v, cur) for cur, v in sorted(amounts[k].items())},
         )
-        for k, (label, n, amounts) in found.items()
+        for k, n in counts.items()
     ]
     return sorted(groups, key=lambda g: (-g.count, g.key))
 
@@ -487,8 +599,8 @@ async def stuck_page(ctx: AppContext, session: Session, username: str, filters: 
         offset=filters.offset,
         limit=filters.limit,
         next_offset=end if end < len(ev.rows) else None,
-        by_cause=_groups(ev.rows, "cause"),
-        by_owner=_groups(ev.rows, "owner"),
+        by_cause=ev.groups[0],
+        by_owner=ev.groups[1],
         engine=EngineSummary(
             worker=WorkerOut(
                 task_queue=ev.worker.task_queue,
@@ -506,12 +618,12 @@ async def stuck_page(ctx: AppContext, session: Session, username: str, filters: 
     )
 
 
-def pipeline_of(ctx: AppContext, session: Session, username: str, legal_entity: str | None) -> Pipeline:
+async def pipeline_of(ctx: AppContext, session: Session, username: str, legal_entity: str | None) -> Pipeline:
     now = datetime.now(UTC)
     codes = entities_for(ctx, session, username, "tower:read", legal_entity)
-    cands, _ = find_breaches(session, sla_of(ctx), codes, now)
+    base = await base_of(ctx, session, sla_of(ctx), codes, now)
     stuck: dict[tuple[str, str, str], int] = {}
-    for c in cands:
+    for c in base.cands:
         k = (c.facts.legal_entity, c.currency, c.facts.status)
         stuck[k] = stuck.get(k, 0) + 1
     return Pipeline(
@@ -525,7 +637,7 @@ def pipeline_of(ctx: AppContext, session: Session, username: str, legal_entity: 
                 amount_due=format_minor(cell.amount_due_minor, cell.currency),
                 stuck=stuck.get((cell.legal_entity, cell.currency, cell.status), 0),
             )
-            for cell in pipeline(session, codes)
+            for cell in base.cells
         ],
         as_of=now,
     )
@@ -583,7 +695,7 @@ async def workflow_pipeline(
 ) -> Pipeline:
     """Invoices by legal entity, currency and status: how many, their total and what is still due, and
     how many are past their SLA now. Needs `tower:read`."""
-    return pipeline_of(ctx, session, user.username, legal_entity)
+    return await pipeline_of(ctx, session, user.username, legal_entity)
 
 
 @router.get("/workflows/sla", response_model=SlaRules, responses=errors("forbidden"))

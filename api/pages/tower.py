@@ -69,7 +69,7 @@ async def _tower(
     with reading(ctx.store) as session:
         entities = entities_for(ctx, session, user.username, "tower:read", None)
         page = await stuck_page(ctx, session, user.username, filters)
-        pipe = pipeline_of(ctx, session, user.username, filters.legal_entity)
+        pipe = await pipeline_of(ctx, session, user.username, filters.legal_entity)
     sla = sla_of(ctx)
     query = {
         k: v
