@@ -54,6 +54,7 @@ from api.reports import (
 router = APIRouter()
 
 PAGE_SIZE = 50
+CHART_ROWS = 15  # a chart shows this many bars at most; its table lists every row
 MAX_OFFSET = 10**9
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 APPROVAL_FIGURES = ("all", "tier", "approver", "bucket", "ended", "rejected", "waiting")
@@ -176,7 +177,7 @@ def duration(hours: Decimal | str | None) -> str:
 def percent(rate: str | None) -> str:
     if rate is None:
         return "\u2013"
-    return f"{(Decimal(rate) * 100).quantize(Decimal('0.1'))} %"
+    return f"{(Decimal(rate) * 100).quantize(Decimal('0.1'), ROUND_HALF_UP)} %"
 
 
 def _csv_response(name: str, header: list[str], rows: Iterable[list[Any]], extra: dict[str, str]) -> Response:
@@ -210,6 +211,7 @@ def _period_context(
         "allowed": allowed,
         "presets": [(label, Period(a, b, period.legal_entity).query()) for label, a, b in presets(today)],
         "duration": duration,
+        "chart_rows": CHART_ROWS,
         "percent": percent,
     }
 

@@ -298,3 +298,64 @@ async def test_figures_in_chromium_at_desktop_and_phone_width(figures: Figures) 
     await assert_accessible(page, context="figures with a bad period")
     await page.goto("/figures/approvals?from=2027-01-01&to=2027-01-31")
     await both_widths(page, "figures-empty")
+
+
+async def test_long_lists_page_through_and_a_percentile_link_lands_on_its_page(ui_stack: UiStack) -> None:
+    """60 accepted passes: the list behind the count pages by 50; the p90 (rank 54) opens page 2 at it."""
+    stack = ui_stack.stack
+    now = datetime.now(UTC).replace(microsecond=0)
+    for n in range(60):
+        invoice = add_invoice(stack.store, "ACME", stack.customers["initech"])
+        submitted = now - timedelta(days=3, minutes=n)
+        add_pass(stack.store, invoice, 1, ARIBA, submitted, accepted=submitted + timedelta(minutes=10 + n))
+    client = await signed_in(ui_stack, "supervisor")
+    doc = tree((await client.get("/figures/portals", params=period())).text)
+    _, count_href = cell_link(doc, "table-time", 1, "Count")
+    first = await rows_behind(client, count_href)
+    assert len(first.xpath('//table[@id="figure-invoices"]/tbody/tr')) == 50
+    assert first.xpath('//nav[@class="pager"]/span')[0].text_content().strip() == "1\u201350 of 60"
+    [next_href] = first.xpath('//nav[@class="pager"]/a[@rel="next"]/@href')
+    second = await rows_behind(client, "/figures/portals/invoices" + next_href)
+    ranks = [int(td.text_content()) for td in second.xpath('//td[@data-label="#"]')]
+    assert ranks == list(range(51, 61))
+    hours = [float(td.get("data-hours")) for td in first.xpath("//td[@data-hours]")]
+    assert hours == sorted(hours) and hours[0] == pytest.approx(10 / 60)
+    text, p90_href = cell_link(doc, "table-time", 1, "90th percentile")
+    assert "offset=50" in p90_href and p90_href.endswith("#rank-54")
+    page = await rows_behind(client, p90_href)
+    [current] = page.xpath('//tr[contains(@class, "is-current")]')
+    assert current.get("id") == "rank-54"
+    assert float(current.xpath("td[@data-hours]")[0].get("data-hours")) == pytest.approx((10 + 53) / 60)
+    assert text == "1.1 h"  # 63 minutes
+
+
+def test_chart_macros_draw_bars_to_scale_wrap_long_labels_and_say_what_they_leave_out() -> None:
+    from api.pages.common import templates
+
+    charts = templates.env.get_template("_charts.html").module
+    rows = [
+        {
+            "label": f"Reason {i} with a label long enough to need a second line",
+            "values": [i],
+            "texts": [str(i)],
+        }
+        for i in range(1, 21)
+    ]
+    svg = lxml_html.fromstring(
+        str(charts.bar_chart("c", "Title", "What it shows", rows[:15][::-1], max_value=30))
+    )
+    assert svg.get("role") == "img" and svg.get("aria-labelledby") == "c-title c-desc"
+    bars = svg.xpath('//rect[contains(@class, "chart__bar--s0")]')
+    assert [b.get("width") for b in bars][:2] == ["50.00%", "46.67%"]  # 15 and 14 of 30
+    assert all(len(t.xpath("tspan")) == 2 for t in svg.xpath('//text[@class="chart__label"]'))
+    ys = [float(b.get("y")) for b in bars]
+    assert ys == sorted(ys) and len(set(ys)) == 15  # one row under the other, none overlapping
+    assert float(svg.get("height")) >= ys[-1] + 16
+    caption = str(charts.more(rows, 15, "most frequent reasons"))
+    assert "shows the 15 most frequent reasons; the table lists all 20" in caption
+    assert str(charts.more(rows[:15], 15, "x")).strip() == ""
+    hist = lxml_html.fromstring(
+        str(charts.histogram("h", "T", "D", [{"short": "<1 h", "count": 4}, {"short": "1-4 h", "count": 2}]))
+    )
+    heights = [float(r.get("height")) for r in hist.xpath('//rect[contains(@class, "chart__bar")]')]
+    assert heights == [150.0, 75.0]
