@@ -37,7 +37,7 @@ from activities.packs import MAX_PERIOD_DAYS as PACK_MAX_DAYS
 from activities.packs import Pack, PackRequest
 from api.access import assignments_for, conflicts_for, verify_access_for
 from api.deps import AppContext, entities_for
-from api.errors import AppError, Forbidden, NotFound
+from api.errors import AppError, Forbidden, NotFound, Unavailable
 from api.evidence import (
     PackBody,
     checkpoints_for,
@@ -119,7 +119,30 @@ async def overview(request: Request, user: PageUser) -> Response:
     """What compliance can do here: the sections the user's roles open."""
     _require(user, "ledger:read", "evidence:export", "evidence:checkpoint", "access:read")
     sections = [s for s in SECTIONS if any(user.may(a) for a in s.actions)]
-    return render(request, "compliance/overview.html", {"sections": sections}, user=user)
+    status: dict[str, str] = {}
+    with reading(user.ctx.store) as session:
+        if user.may("ledger:read"):
+            latest: dict[str, Any] = {}
+            for cp in checkpoints_for(user.ctx, session, user.username, None):
+                if cp.legal_entity not in latest or cp.id > latest[cp.legal_entity].id:
+                    latest[cp.legal_entity] = cp
+            status["/compliance/checkpoints"] = (
+                "Latest: "
+                + "; ".join(
+                    f"{e} at entry {c.seq}, {c.signed_at[:16].replace('T', ' ')} UTC"
+                    for e, c in sorted(latest.items())
+                )
+                if latest
+                else "No checkpoint signed yet."
+            )
+        if user.may("access:read"):
+            n = conflicts_for(user.ctx, session, user.username).count
+            status["/compliance/access"] = (
+                "No conflict of duties."
+                if n == 0
+                else f"{n} conflict{'s' if n > 1 else ''} of duties to review."
+            )
+    return render(request, "compliance/overview.html", {"sections": sections, "status": status}, user=user)
 
 
 @router.get("/compliance/controls")
@@ -159,9 +182,10 @@ class PackJob:
 
 
 class PackJobs:
-    """The pack builds of this API process, kept for an hour (and at most `limit` of them)."""
+    """The pack builds of this API process, kept for an hour, and at most `limit` of them (a pack of a
+    large population is megabytes, held in memory until it expires)."""
 
-    def __init__(self, keep_seconds: float = 3600, limit: int = 100) -> None:
+    def __init__(self, keep_seconds: float = 3600, limit: int = 20) -> None:
         self.keep, self.limit = keep_seconds, limit
         self.jobs: dict[str, PackJob] = {}
         self.by_key: dict[tuple[str, str], str] = {}
@@ -180,9 +204,7 @@ class PackJobs:
         if known is not None and known in self.jobs:
             return self.jobs[known]
         if sum(1 for j in self.jobs.values() if j.state == "running") >= self.limit:
-            raise AppError(
-                "too many evidence packs are being built: try again in a minute", code="unavailable"
-            )
+            raise Unavailable("too many evidence packs are being built: try again in a minute")
         job = PackJob(id=uuid.uuid4().hex, owner=owner, key=key, request=req)
         self.jobs[job.id] = job
         self.by_key[owner, key] = job.id

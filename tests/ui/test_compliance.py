@@ -311,6 +311,9 @@ async def test_a_checkpoint_signed_from_the_page_downloads_and_verifies_offline(
     client = await signed_in(ui_stack, "compliance")
     assert json.loads((await client.get("/compliance/checkpoints.json")).content) == [cp]
     assert (await client.get("/compliance/checkpoints/999999.json")).status_code == 404
+    overview = tree((await client.get("/compliance")).text)
+    [latest] = overview.xpath('//p[@data-section="/compliance/checkpoints"]')
+    assert f"ACME at entry {cp['seq']}" in latest.text_content()
 
 
 async def test_access_review_lists_who_holds_what_and_every_conflict_of_duties(ui_stack: UiStack) -> None:
@@ -341,6 +344,10 @@ async def test_access_review_lists_who_holds_what_and_every_conflict_of_duties(u
     await page.click("#access-filters button[type=submit]")
     await page.locator(".empty").wait_for()
     await assert_accessible(page, context="access review without a match")
+    await page.goto("/compliance")
+    assert await page.locator('[data-section="/compliance/access"]').inner_text() == (
+        "1 conflict of duties to review."
+    )
 
 
 @pytest.mark.parametrize(
