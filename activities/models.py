@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import BigInteger, Column, Text, UniqueConstraint, false
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -92,6 +92,8 @@ class Invoice(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("legal_entity", "external_id"),
         UniqueConstraint("legal_entity", "number"),
+        # The approvers' inbox: the tiers waiting for a role in a legal entity, longest waiting first.
+        Index("ix_invoice_waiting", "legal_entity", "waiting_role", "waiting_since"),
     )
     id: str = Field(primary_key=True, max_length=36)
     legal_entity: str = Field(foreign_key="legal_entity.code", index=True, max_length=32)
@@ -125,6 +127,16 @@ class Invoice(SQLModel, table=True):
     approval_json: str = Field(
         default="{}", sa_column=Column(Text, nullable=False, default="{}", server_default="{}")
     )
+    # The tier waiting for approval, denormalised from the above for the approvers' inbox (one indexed read
+    # instead of parsing every pending invoice's JSON): its role and level, since when it waits, its SLA
+    # state (on_time, reminded, escalated) and everyone segregation of duties bars from it, as "|a|b|"
+    # (the creator, editors, submitters and earlier approvers, and those they approved for). Empty, 0 and
+    # None when no tier waits. Written with the rest of the read model by the recording activity.
+    waiting_role: str = Field(default="", max_length=64, sa_column_kwargs=_ADDED_EMPTY)
+    waiting_tier: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    waiting_since: datetime | None = None
+    approval_sla: str = Field(default="", max_length=16, sa_column_kwargs=_ADDED_EMPTY)
+    sod_barred: str = Field(default="", sa_column=Column(Text, nullable=False, default="", server_default=""))
 
 
 class InvoiceLine(SQLModel, table=True):

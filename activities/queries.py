@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, or_
 from sqlalchemy import select as sa_select
@@ -284,66 +283,6 @@ class InboxPage:
     total: int
 
 
-def _json_parts(session: Session) -> tuple[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any], Any]:
-    """The waiting tier's number of approvals, role, waiting-since and escalation, as SQL expressions, and a
-    function(username) -> "barred by segregation of duties" condition."""
-    from sqlalchemy import Integer, String, cast, exists, literal
-    from sqlalchemy.dialects.postgresql import JSONB
-
-    if session.get_bind().dialect.name == "postgresql":
-        plan = cast(col(Invoice.approval_json), JSONB)
-        done = func.jsonb_array_length(cast(col(Invoice.approvals_json), JSONB))
-        role = func.jsonb_extract_path_text(plan, "plan", "tiers", cast(done, String), "role")
-        since = func.jsonb_extract_path_text(plan, "tier_since")
-        escalated = func.coalesce(func.jsonb_extract_path_text(plan, "escalated"), "false") == "true"
-
-        def barred(username: str) -> ColumnElement[bool]:
-            def has(column: Any) -> ColumnElement[bool]:
-                return cast(column, JSONB).op("@>")(func.jsonb_build_array(username))
-
-            approvals = cast(col(Invoice.approvals_json), JSONB)
-            return or_(
-                col(Invoice.created_by) == username,
-                has(col(Invoice.editors_json)),
-                has(col(Invoice.submitters_json)),
-                approvals.op("@>")(func.jsonb_build_array(func.jsonb_build_object("approver", username))),
-                approvals.op("@>")(func.jsonb_build_array(func.jsonb_build_object("on_behalf_of", username))),
-            )
-
-        return done, role, since, (escalated, barred)
-    done = func.json_array_length(col(Invoice.approvals_json))
-    role = func.json_extract(col(Invoice.approval_json), func.printf("$.plan.tiers[%d].role", done))
-    since = func.json_extract(col(Invoice.approval_json), "$.tier_since")
-    escalated = (
-        func.coalesce(cast(func.json_extract(col(Invoice.approval_json), "$.escalated"), Integer), 0) == 1
-    )
-
-    def barred_sqlite(username: str) -> ColumnElement[bool]:
-        def has(column: Any) -> ColumnElement[bool]:
-            each = func.json_each(column).table_valued("value")
-            return exists(select(literal(1)).select_from(each).where(each.c.value == username))
-
-        each = func.json_each(col(Invoice.approvals_json)).table_valued("value")
-        approved = exists(
-            select(literal(1))
-            .select_from(each)
-            .where(
-                or_(
-                    func.json_extract(each.c.value, "$.approver") == username,
-                    func.json_extract(each.c.value, "$.on_behalf_of") == username,
-                )
-            )
-        )
-        return or_(
-            col(Invoice.created_by) == username,
-            has(col(Invoice.editors_json)),
-            has(col(Invoice.submitters_json)),
-            approved,
-        )
-
-    return done, role, since, (escalated, barred_sqlite)
-
-
 def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -366,29 +305,18 @@ def approval_inbox(
     waiting first. `search` matches the invoice number, external id, PO number and customer name."""
     if not roles_by_entity:
         return InboxPage([], 0)
-    done, role, since, (escalated, barred) = _json_parts(session)
-    tier_since = func.coalesce(func.nullif(since, ""), "")
-    reminded = (
-        sa_select(col(LedgerEntry.id))
-        .where(
-            col(LedgerEntry.object_type) == "invoice",
-            col(LedgerEntry.object_id) == col(Invoice.id),
-            col(LedgerEntry.event) == "remind_approvers",
-            col(LedgerEntry.at) >= tier_since,
-        )
-        .correlate(Invoice)
-        .exists()
-    )
+    # The waiting tier's columns (Invoice.waiting_*, written with the read model): one indexed range per
+    # legal entity and role, no JSON parsed. Segregation of duties: "|name|" is not among the barred.
     conditions: list[ColumnElement[bool]] = [
         col(Invoice.status) == "pending_approval",
         or_(
             *(
-                and_(col(Invoice.legal_entity) == entity, role.in_(sorted(roles)))
+                and_(col(Invoice.legal_entity) == entity, col(Invoice.waiting_role).in_(sorted(roles)))
                 for entity, roles in sorted(roles_by_entity.items())
                 if roles
             )
         ),
-        ~barred(username),
+        ~col(Invoice.sod_barred).like(_like("|" + username + "|"), escape="\\"),
     ]
     if search and search.strip():
         pattern = _like(search.strip().lower())
@@ -407,26 +335,18 @@ def approval_inbox(
             func.lower(func.coalesce(col(Invoice.po_number), "")).like(_like(po_number.lower()), escape="\\")
         )
     if tier is not None:
-        conditions.append(done == tier - 1)
-    if sla == "escalated":
-        conditions.append(escalated)
-    elif sla == "reminded":
-        conditions.extend([~escalated, reminded])
-    elif sla == "on_time":
-        conditions.extend([~escalated, ~reminded])
-    total = int(
-        session.exec(
-            select(func.count())
-            .select_from(Invoice)
-            .join(Customer, col(Customer.id) == col(Invoice.customer_id))
-            .where(*conditions)
-        ).one()
-    )
+        conditions.append(col(Invoice.waiting_tier) == tier)
+    if sla is not None:
+        conditions.append(col(Invoice.approval_sla) == sla)
+    counted = select(func.count()).select_from(Invoice)
+    if search and search.strip():  # the customer's name is searched too
+        counted = counted.join(Customer, col(Customer.id) == col(Invoice.customer_id))
+    total = int(session.exec(counted.where(*conditions)).one())
     query = (
-        sa_select(Invoice, col(Customer.name), done, role, since, escalated, reminded)
+        sa_select(Invoice, col(Customer.name))
         .join(Customer, col(Customer.id) == col(Invoice.customer_id))
         .where(*conditions)
-        .order_by(tier_since, col(Invoice.status_since), col(Invoice.id))
+        .order_by(col(Invoice.waiting_since), col(Invoice.id))
         .offset(offset)
         .limit(limit)
     )
@@ -434,13 +354,13 @@ def approval_inbox(
         InboxRow(
             invoice=inv,
             customer_name=str(name),
-            tier=int(n) + 1,
-            role=str(r),
-            waiting_since=datetime.fromisoformat(s) if s else None,
-            escalated=bool(esc),
-            reminded=bool(rem),
+            tier=inv.waiting_tier,
+            role=inv.waiting_role,
+            waiting_since=inv.waiting_since,
+            escalated=inv.approval_sla == "escalated",
+            reminded=inv.approval_sla == "reminded",
         )
-        for inv, name, n, r, s, esc, rem in session.execute(query)
+        for inv, name in session.execute(query)
     ]
     return InboxPage(rows, total)
 

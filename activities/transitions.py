@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, replace
 from datetime import date, datetime
+from typing import Any
 
+from sqlalchemy import and_, case
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlmodel import Session, col, delete
@@ -23,7 +25,7 @@ from activities.directory import roles_of
 from activities.ledger import LedgerFacts, append_to_ledger, find_by_business_key
 from activities.models import Invoice, InvoiceLine, Payment, PaymentAllocation, PortalSubmission
 from activities.numbering import allocate_number, issue_number  # noqa: F401 (re-exported)
-from workflows.approval import submission_reason
+from workflows.approval import current_tier, preparers, submission_reason
 from workflows.types import (
     ApprovalPlan,
     InvoiceState,
@@ -51,9 +53,47 @@ def _lines(state: InvoiceState) -> list[InvoiceLine]:
     ]
 
 
+def waiting_values(state: InvoiceState) -> dict[str, object]:
+    """The tier waiting for approval, as the inbox reads it (Invoice.waiting_*): from the same rules the
+    workflow's validator applies (workflows/approval.py)."""
+    tier = current_tier(state)
+    if tier is None:
+        return {"waiting_role": "", "waiting_tier": 0, "waiting_since": None, "sod_barred": ""}
+    barred = set(preparers(state))
+    for a in state.approvals:
+        barred.add(a.approver)
+        if a.on_behalf_of:
+            barred.add(a.on_behalf_of)
+    return {
+        "waiting_role": tier.role,
+        "waiting_tier": tier.level,
+        "waiting_since": datetime.fromisoformat(state.tier_since or state.status_since),
+        "sod_barred": "|" + "|".join(sorted(barred)) + "|",
+    }
+
+
+def approval_sla(state: InvoiceState, event: str, waiting_since: object) -> Any:
+    """The waiting tier's SLA state, as an SQL expression over the row's current values (so that a
+    reminder stays shown until the tier moves): escalated, reminded since the tier started, or on time."""
+    if current_tier(state) is None:
+        return ""
+    if state.escalated:
+        return "escalated"
+    if event == "remind_approvers":
+        return "reminded"
+    return case(
+        (
+            and_(col(Invoice.approval_sla) == "reminded", col(Invoice.waiting_since) == waiting_since),
+            "reminded",
+        ),
+        else_="on_time",
+    )
+
+
 def _read_model_values(state: InvoiceState, at: datetime) -> dict[str, object]:
     d = state.draft
     return {
+        **waiting_values(state),
         "status": state.status,
         "customer_id": d.customer_id,
         "currency": d.currency,
@@ -149,7 +189,10 @@ def record_transition(session: Session, rec: TransitionRecord) -> RecordResult:
         session.execute(
             sa_update(Invoice)
             .where(Invoice.id == state.invoice_id)  # type: ignore[arg-type]
-            .values(**{**_read_model_values(state, at), "number": number or None})
+            .values(
+                **{**_read_model_values(state, at), "number": number or None},
+                approval_sla=approval_sla(state, rec.event, waiting_values(state)["waiting_since"]),
+            )
             # Nothing in this session holds the invoice: no need to find and refresh it there.
             .execution_options(synchronize_session=False)
         )

@@ -245,7 +245,7 @@ def render_page_error(
     title = ERROR_TITLES.get(status, "Something went wrong")
     fields = details.get("fields") if isinstance(details.get("fields"), list) else []
     context = {"status": status, "code": code, "message": message, "title": title, "fields": fields}
-    context["instead"] = details.get("instead") or []
+    context["instead"] = details.get("who_can_instead") or []
     if is_htmx(request):
         # An htmx form swaps this fragment into its own error slot (hx-target-error is not in htmx 2's
         # core, so pages put the error where the form's `hx-target` says and htmx is told to swap 4xx).

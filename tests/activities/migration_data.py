@@ -630,6 +630,39 @@ def reads_the_ui_sessions(s: Session, d: Dataset) -> None:
     assert ui_session(s, "0" * 64) is None
 
 
+def the_waiting_tier(d: Dataset) -> None:
+    """0007: the inbox's columns only repeat the approval JSON and the ledger (the downgrade drops them,
+    never refused); the upgrade fills them for the invoices already pending approval."""
+
+
+def reads_the_waiting_tier(s: Session, d: Dataset) -> None:
+    waiting = invoice_by_id(s, IN_APPROVAL)
+    if waiting is None or waiting.approval_json in ("", "{}"):
+        return  # a store from before 0002 has no approval plan: nothing waits at a tier
+    assert (waiting.waiting_role, waiting.waiting_tier, waiting.approval_sla) == ("ar_approver", 1, "on_time")
+    assert waiting.waiting_since == at(7)
+    assert waiting.sod_barred == "|erp|preparer|"  # created by the ERP, submitted by the preparer
+
+
+def derived_by_migrations(d: Dataset) -> dict[str, dict[Any, dict[str, Any]]]:
+    """Columns a migration fills from what the store already holds, by table and row id: what a row holds
+    in them once they exist (rows not named hold the columns' defaults)."""
+    waiting = next((r for r in d.rows["invoice"] if r["id"] == IN_APPROVAL), None)
+    if waiting is None or waiting.get("approval_json", "{}") == "{}":
+        return {}
+    return {
+        "invoice": {
+            IN_APPROVAL: {
+                "waiting_role": "ar_approver",
+                "waiting_tier": 1,
+                "waiting_since": at(7),
+                "approval_sla": "on_time",
+                "sod_barred": "|erp|preparer|",
+            }
+        }
+    }
+
+
 TABLES_OF_THE_FIRST_RELEASE = (
     "app_user idempotent_response ledger_entry ledger_head legal_entity number_sequence policy_revision "
     "customer role_assignment invoice payment invoice_delivery invoice_line payment_allocation"
@@ -672,6 +705,7 @@ RELEASES: dict[str, Release] = {
         the_portals, reads_the_portals, {"customers on a portal", "portal passes", "portal poll cursors"}
     ),
     "0006": Release(the_ui_sessions, reads_the_ui_sessions, set()),
+    "0007": Release(the_waiting_tier, reads_the_waiting_tier, set()),
 }
 
 

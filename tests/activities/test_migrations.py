@@ -54,7 +54,15 @@ from activities.db import (
     writing,
 )
 from activities.ledger import LedgerFacts, append_to_ledger, verify_chain
-from tests.activities.migration_data import ACME, RELEASES, Dataset, at, data_at, read_through_the_api
+from tests.activities.migration_data import (
+    ACME,
+    RELEASES,
+    Dataset,
+    at,
+    data_at,
+    derived_by_migrations,
+    read_through_the_api,
+)
 from tests.conftest import PG_ADMIN_DSN, drop_pg_database, new_pg_database
 
 SCRIPTS = ScriptDirectory.from_config(alembic_config("sqlite://"))
@@ -224,6 +232,8 @@ def default_of(table: str, column: str) -> Any:
     default = getattr(today.server_default, "arg", None)
     if isinstance(default, True_ | False_):
         return isinstance(default, True_)
+    if isinstance(default, str) and isinstance(today.type, Integer):
+        return int(default)
     return default
 
 
@@ -243,9 +253,15 @@ def assert_stored(url: str, d: Dataset) -> None:
             read = sorted(
                 (tuple(row) for row in conn.execute(table.select().with_only_columns(*columns))), key=repr
             )
+            derived = derived_by_migrations(d).get(table.name, {})
             built = sorted(
                 (
-                    tuple(row[c.name] if c.name in row else default_of(table.name, c.name) for c in columns)
+                    tuple(
+                        row[c.name]
+                        if c.name in row
+                        else derived.get(row.get("id"), {}).get(c.name, default_of(table.name, c.name))
+                        for c in columns
+                    )
                     for row in stored[table.name]
                 ),
                 key=repr,

@@ -342,6 +342,14 @@ async def test_remind_and_escalate_notify_and_are_ledgered_with_the_supervisor_a
     assert "month-end close" in reminded.reason and "approver" in reminded.reason
     [nudged] = [e for e in ledger(stack, draft) if e.event == "remind"]
     assert nudged.actor == "supervisor" and "preparers" in nudged.reason
+
+    async def inbox_sla() -> list[str]:
+        approver = await stack.client("approver")
+        inbox = (await approver.get("/api/v1/approvals/inbox")).json()
+        return [i["sla"] for i in inbox if i["invoice_id"] == invoice_id]
+
+    assert await inbox_sla() == ["reminded"]  # the approvers' inbox shows the reminder
+    assert (await (await stack.client("approver")).get("/api/v1/approvals/inbox?sla=on_time")).json() == []
     r = await supervisor.post(
         "/api/v1/workflows/stuck/actions",
         json={"action": "escalate", "invoice_ids": [invoice_id], "reason": "customer waiting"},
@@ -351,6 +359,7 @@ async def test_remind_and_escalate_notify_and_are_ledgered_with_the_supervisor_a
     assert escalated.actor == "supervisor" and "escalated to controller" in escalated.reason
     inv = (await supervisor.get(f"/api/v1/invoices/{invoice_id}")).json()
     assert inv["approval"]["escalated"] is True
+    assert await inbox_sla() == ["escalated"]
     with reading(stack.store) as s:
         kinds = {(n.recipient, n.kind) for n in s.exec(rows_of(Notification))}
     assert ("approver", "supervisor_reminder") in kinds and ("controller", "supervisor_escalation") in kinds
