@@ -10,13 +10,14 @@ RUN uv sync --frozen --no-dev --no-install-project --compile-bytecode
 COPY workflows workflows
 COPY activities activities
 COPY api api
+COPY demo demo
 COPY policies policies
 COPY ui ui
 COPY worker.py ./
 # Byte-compiled at build time: PYTHONDONTWRITEBYTECODE and a read-only user would otherwise make every
 # process (and the workflow sandbox's imports) compile the sources again.
 RUN uv sync --frozen --no-dev --compile-bytecode \
-    && /opt/venv/bin/python -m compileall -q workflows activities api worker.py
+    && /opt/venv/bin/python -m compileall -q workflows activities api demo worker.py
 ENV PATH=/opt/venv/bin:$PATH CASHCYCLE_ENVIRONMENT=production
 RUN useradd --system --uid 10001 cashcycle
 USER cashcycle

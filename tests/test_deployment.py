@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,10 @@ def test_replicas_start_only_after_migrations() -> None:
 
 def test_dockerfile_copies_every_package_the_image_runs() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for part in ("workflows", "activities", "api", "policies", "ui", "worker.py", "uv.lock"):
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"][
+        "wheel"
+    ]["packages"]
+    for part in (*packages, "policies", "ui", "worker.py", "uv.lock"):
         assert f"COPY {part}" in dockerfile or f" {part} " in dockerfile, part
 
 
