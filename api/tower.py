@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 from sqlmodel import Session
 
 from activities import queries
@@ -745,7 +745,9 @@ class BulkAction(Strict):
         pattern=r"^[a-z_]{1,64}$",
         description="escalate: the role to notify (default: the SLA rule's escalate_to)",
     )
-    dry_run: bool = Field(default=False, description="preview: what would be touched, what skipped and why")
+    dry_run: StrictBool = Field(
+        default=False, description="preview: what would be touched, what skipped and why"
+    )
 
 
 class RowOutcome(BaseModel):
