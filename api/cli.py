@@ -78,6 +78,12 @@ def temporal_binary() -> str:
     return str(beside) if beside.exists() else "temporal"
 
 
+TOWER_DYNAMIC_CONFIG = (
+    "--dynamic-config-value",
+    "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=2",
+)
+
+
 def temporal_dev_server_command(data_dir: Path, port: int, ui_port: int, namespace: str) -> list[str]:
     from activities.temporal import dev_server_search_attribute_flags
 
@@ -103,6 +109,9 @@ def temporal_dev_server_command(data_dir: Path, port: int, ui_port: int, namespa
         "--log-level",
         "warn",
         "--ui-disable-news-fetch",
+        # Temporal flags a workflow whose task keeps failing (TemporalReportedProblems), which the control
+        # tower finds in one visibility query; the dev server does so only when told.
+        *TOWER_DYNAMIC_CONFIG,
         *dev_server_search_attribute_flags(),
     ]
 

@@ -37,6 +37,7 @@ from activities.directory import add_user, create_customer, ensure_legal_entity,
 from activities.models import Customer, CustomerBase, LegalEntity
 from activities.settings import Settings
 from api.app import create_app
+from api.cli import TOWER_DYNAMIC_CONFIG
 from api.mail_capture import start as start_mail_capture
 from worker import build_worker, matrix_file, smtp_config, workflow_runner
 from workflows.invoice import SEARCH_ATTRIBUTES, InvoiceWorkflow
@@ -96,6 +97,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
             "journal_mode=wal",
             "--sqlite-pragma",
             "synchronous=normal",
+            *TOWER_DYNAMIC_CONFIG,
         ],
     )
     yield env
