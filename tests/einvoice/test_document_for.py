@@ -15,9 +15,9 @@ from activities.directory import create_customer, ensure_legal_entity
 from activities.einvoice import EInvoiceError, NotIssued, document_for, parse_ubl, render_ubl
 from activities.einvoice_validation import validate_en16931
 from activities.models import Customer, CustomerBase, Invoice, InvoiceLine, LegalEntity
-from demo import DEMO_CUSTOMERS, DEMO_ENTITY_ROW, DemoCustomer, plan_invoices
 from api.invoices import build_draft
 from api.schemas import CustomerCreate, LineIn
+from demo import DEMO_CUSTOMERS, DEMO_ENTITY_ROW, DemoCustomer, plan_invoices
 from tests.einvoice.conftest import EINVOICE_DATA, OfficialValidators
 
 TODAY = date(2026, 11, 23)
