@@ -272,7 +272,12 @@ async def make_pack(
     """An evidence pack for one control and period: population (CSV, JSON Lines), manifest, the sample
     drawn from the seed with its attribute tests, and the verification of the chains."""
     req = pack_request(ctx, session, user.username, body)
-    pack = await produce_pack(ctx, req, idempotency_key)
+    return pack_download(await produce_pack(ctx, req, idempotency_key))
+
+
+def pack_download(pack: Pack) -> Response:
+    """The pack as a zip download, its record count and population hash in headers (the API and the
+    compliance page send the same)."""
     return Response(
         pack.data,
         media_type="application/zip",

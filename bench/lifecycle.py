@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -900,14 +900,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.n < 1 or args.concurrency < 1 or args.warmup < 0:
-        raise SystemExit("--n and --concurrency must be positive, --warmup not negative")
+def run_in_processes(
+    tmp: Path,
+    measure: Callable[[Processes], Coroutine[Any, Any, dict[str, Any]]],
+    keep: bool,
+    after_stop: Callable[[dict[str, Any] | None], None] | None = None,
+) -> tuple[int, dict[str, Any] | None]:
+    """Run a benchmark whose processes (servers, workers) live in `tmp`: on a failure say what and show
+    the end of each process's log; always stop them (Ctrl-C and SIGTERM included) and remove `tmp` unless
+    kept. Returns the exit code (0, 1 on failure, 130 when interrupted) and the figures."""
     # Ctrl-C and SIGTERM unwind through the finally below (SIGINT too when started with it ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    tmp = Path(tempfile.mkdtemp(prefix="cashcycle-bench-"))
     logs = tmp / "logs"
     logs.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASHCYCLE_") and k != "TEMPORAL_ADDRESS"}
@@ -915,7 +919,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     result: dict[str, Any] | None = None
     try:
-        result = asyncio.run(measure(args, tmp, procs))
+        result = asyncio.run(measure(procs))
     except Exception as exc:  # any failure: say what, show the logs, clean up
         print(
             f"bench FAILED: {exc if isinstance(exc, BenchFailure) else repr(exc)}",
@@ -932,12 +936,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean-up short
             signal.signal(sig, signal.SIG_IGN)
         procs.stop_all()
-        if args.profile and result is not None:
-            print_profiles(tmp / "profiles", 30)
-        if args.keep:
+        if after_stop is not None:
+            after_stop(result)
+        if keep:
             print(f"kept {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    return code, result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.n < 1 or args.concurrency < 1 or args.warmup < 0:
+        raise SystemExit("--n and --concurrency must be positive, --warmup not negative")
+    tmp = Path(tempfile.mkdtemp(prefix="cashcycle-bench-"))
+
+    def profiles(result: dict[str, Any] | None) -> None:
+        if args.profile and result is not None:
+            print_profiles(tmp / "profiles", 30)
+
+    code, result = run_in_processes(tmp, lambda procs: measure(args, tmp, procs), args.keep, profiles)
     if result is not None:
         if args.json:
             args.json.write_text(json.dumps(result, indent=2) + "\n")

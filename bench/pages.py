@@ -35,15 +35,12 @@ over target exit 3.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import os
 import random
 import re
 import secrets
-import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -70,7 +67,7 @@ from activities.numbering import issue_number
 from activities.transitions import record_transition
 from api.invoices import build_draft
 from api.schemas import LineIn
-from bench.lifecycle import BenchFailure, Processes, percentile, tail, wait_for_port
+from bench.lifecycle import BenchFailure, Processes, percentile, run_in_processes, wait_for_port
 from demo.company import DEMO_CUSTOMERS, DEMO_ENTITY_ROW, DEMO_PASSWORD, DEMO_USERS, FX, PEOPLE, SIGNER
 from workflows.types import (
     Actor,
@@ -644,39 +641,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.invoices < 1 or args.requests < 1 or args.warmup < 0:
         raise SystemExit("--invoices and --requests must be positive, --warmup not negative")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     tmp = Path(tempfile.mkdtemp(prefix="cashcycle-bench-pages-"))
-    logs = tmp / "logs"
-    logs.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CASHCYCLE_") and k != "TEMPORAL_ADDRESS"}
+    # The child processes get the environment without CASHCYCLE_ settings (run_in_processes); this process
+    # runs the application: only the bench's settings there too.
     for k in [k for k in os.environ if k.startswith("CASHCYCLE_")]:
-        del os.environ[k]  # this process runs the application: only the bench's settings
-    procs = Processes(logs, env)
-    code = 0
-    result: dict[str, Any] | None = None
-    try:
-        result = asyncio.run(run(args, tmp, procs))
-    except Exception as exc:  # any failure: say what, show the logs, clean up
-        print(
-            f"bench FAILED: {exc if isinstance(exc, BenchFailure) else repr(exc)}",
-            file=sys.stderr,
-            flush=True,
-        )
-        for c in procs.children:
-            print(f"---- last lines of {c.name} log ----\n{tail(c.log, 15)}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping", file=sys.stderr, flush=True)
-        code = 130
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        procs.stop_all()
-        if args.keep:
-            print(f"kept {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        del os.environ[k]
+    code, result = run_in_processes(tmp, lambda procs: run(args, tmp, procs), args.keep)
     if result is not None:
         report(result)
         if args.json:

@@ -42,6 +42,7 @@ from api.evidence import (
     PackBody,
     checkpoints_for,
     control_catalogue,
+    pack_download,
     pack_request,
     produce_pack,
     sign_checkpoints,
@@ -365,22 +366,13 @@ async def pack_progress(request: Request, user: PageUser, job_id: str) -> Respon
 
 
 @router.get("/compliance/packs/{job_id}/download")
-async def pack_download(request: Request, user: PageUser, job_id: str) -> Response:
+async def download_pack(request: Request, user: PageUser, job_id: str) -> Response:
     """The built pack, as POST /api/v1/evidence/packs answers it."""
     _require(user, "evidence:export")
     job = pack_jobs(request).get(job_id[:64], user.username)
     if job.pack is None:
         raise NotFound("the pack is not built yet (or its build failed)", job_id=job.id)
-    pack = job.pack
-    return Response(
-        pack.data,
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": f'attachment; filename="{pack.filename}"',
-            "X-Record-Count": str(pack.manifest["record_count"]),
-            "X-Population-SHA256": pack.manifest["files"]["population.csv"]["sha256"],
-        },
-    )
+    return pack_download(job.pack)
 
 
 # -- ledger verification -------------------------------------------------------------------------------
