@@ -30,8 +30,11 @@ up: sync
 	$(VENV)/bin/cashcycle up $(ARGS)
 
 ## Lint, type-check and run the whole test suite.
+# Two worker processes (pytest-xdist), each with its own Temporal dev server; one file stays on one worker
+# (--dist loadfile), so that a module's shared stack is started once. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 test: sync browser lint typecheck
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## The browser tests drive Debian's Chromium (never a downloaded one): installed here when it is missing.
 CHROMIUM ?= /usr/bin/chromium
