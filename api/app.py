@@ -34,6 +34,7 @@ from api import (
     portals,
     reports,
     tower,
+    tower_actions,
 )
 from api.deps import AppContext, ContextDep, SessionDep
 from api.errors import Unauthenticated, error_body, errors, install
@@ -212,6 +213,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(approvals.router)
     app.include_router(portals.router)
     app.include_router(tower.router)
+    app.include_router(tower_actions.router)
     # The web UI: pages (not in the OpenAPI document) and their static files.
     pages.install(app)
     app.include_router(pages.router)

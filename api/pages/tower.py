@@ -19,17 +19,8 @@ from activities.db import reading
 from api.deps import entities_for
 from api.pages.common import CsrfForm, PageUser, render
 from api.schemas import AMOUNT
-from api.tower import (
-    ACTIONS,
-    MAX_OFFSET,
-    STATUSES,
-    BulkAction,
-    Filters,
-    pipeline_of,
-    run_actions,
-    sla_of,
-    stuck_page,
-)
+from api.tower import ACTIONS, MAX_OFFSET, STATUSES, Filters, pipeline_of, sla_of, stuck_page
+from api.tower_actions import BulkAction, run_actions
 
 router = APIRouter()
 
