@@ -18,9 +18,11 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
@@ -149,6 +151,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         drop_pg_database(admin, name)
+
+
+def acme_today() -> date:
+    """Today in ACME's zone (Europe/Paris): the server dates delegations by the entity's day, which near
+    midnight UTC is not the machine's."""
+    return datetime.now(ZoneInfo("Europe/Paris")).date()
 
 
 def seed_cast(store: Store) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 from activities.db import writing
 from activities.directory import add_user, grant
 from activities.models import Delegation, Invoice, LedgerEntry
-from tests.conftest import PASSWORD, PASSWORD_HASH, Stack, invoice_body
+from tests.conftest import PASSWORD, PASSWORD_HASH, Stack, acme_today, invoice_body
 from workflows.invoice import InvoiceWorkflow
 from workflows.types import Actor, ApproveCommand
 
@@ -194,7 +194,7 @@ async def test_two_approvers_at_the_same_moment_one_counts_the_other_gets_409(st
 async def test_a_delegate_approves_on_behalf_and_both_names_are_recorded(stack: Stack) -> None:
     add_cast(stack)
     manager, approver2, preparer = await stack.clients("manager", "approver2", "preparer")
-    today = date.today()
+    today = acme_today()
     r = await manager.post(
         "/api/v1/delegations",
         json={
@@ -254,8 +254,8 @@ async def test_an_expired_delegation_gives_no_authority(stack: Stack) -> None:
                 delegator="manager",
                 delegate="approver2",
                 role="finance_manager",
-                starts_on=date.today() - timedelta(days=20),
-                ends_on=date.today() - timedelta(days=1),
+                starts_on=acme_today() - timedelta(days=20),
+                ends_on=acme_today() - timedelta(days=1),
                 reason="last month's leave",
             )
         )
@@ -270,7 +270,7 @@ async def test_an_expired_delegation_gives_no_authority(stack: Stack) -> None:
 async def test_delegations_refuse_bad_requests(stack: Stack) -> None:
     add_cast(stack)
     manager, preparer = await stack.clients("manager", "preparer")
-    today = date.today()
+    today = acme_today()
     base = {
         "delegate": "approver2",
         "role": "finance_manager",

@@ -5,7 +5,7 @@ reason, the same code and the same people who may act instead; and a refused com
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -13,7 +13,7 @@ import httpx
 from activities.db import writing
 from activities.directory import add_user, grant
 from tests.api.test_approvals import amount_body, counts
-from tests.conftest import PASSWORD, PASSWORD_HASH, Stack
+from tests.conftest import PASSWORD, PASSWORD_HASH, Stack, acme_today
 from tests.ui.pages import page_refusal
 
 EXTRA = {
@@ -126,7 +126,7 @@ async def setting(stack: Stack) -> dict[str, str]:
         # that the conflicts file allows.
         grant(s, "manager", "ar_preparer", "ACME", "test")
     manager, approver = await stack.clients("manager", "approver")
-    today = date.today()
+    today = acme_today()
     r = await manager.post(
         "/api/v1/delegations",
         json={

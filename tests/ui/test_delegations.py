@@ -3,10 +3,11 @@ each linking to its field), see it given and received, and end it."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 from playwright.async_api import Dialog, expect
 
+from tests.conftest import acme_today
 from tests.ui.conftest import UiStack, both_widths
 from tests.ui.pages import page, page_client, text
 
@@ -20,7 +21,7 @@ async def test_lend_see_and_end_a_delegation(ui_stack: UiStack) -> None:
     await both_widths(p, "delegations-empty")
 
     # Nobody named, and a last day before the first: the summary names both problems, in order.
-    await p.fill("#ends_on", (date.today() - timedelta(days=3)).isoformat())
+    await p.fill("#ends_on", (acme_today() - timedelta(days=3)).isoformat())
     await p.click("#lend button[type=submit]")
     summary = p.locator(".error-summary")
     await expect(summary).to_be_visible()
@@ -32,7 +33,7 @@ async def test_lend_see_and_end_a_delegation(ui_stack: UiStack) -> None:
     await expect(summary).to_contain_text("ends_on is before starts_on")
     await both_widths(p, "delegations-error")
 
-    await p.fill("#ends_on", (date.today() + timedelta(days=10)).isoformat())
+    await p.fill("#ends_on", (acme_today() + timedelta(days=10)).isoformat())
     await p.fill("#reason", "annual leave")
     await p.click("#lend button[type=submit]")
     await expect(p.locator(".banner")).to_contain_text("controller may approve as ar_approver in ACME")
