@@ -161,6 +161,13 @@ class InvoiceState:
     portal_status: str = ""  # normalised (activities/portals/status.py PortalStatus)
     portal_reason: str = ""  # "<code>: <text>" of the last rejection
     reopened: bool = False  # fixed after a rejection and not yet resubmitted
+    # Disputes and adjustments (issue 11). `dispute_id`: the open case that holds part of this invoice,
+    # "" when none; `disputed_minor` the amount it holds. Credits and write-offs lower the amount due.
+    dispute_id: str = ""
+    disputed_minor: int = 0
+    amount_credited_minor: int = 0
+    amount_written_off_minor: int = 0
+    adjustments: list[str] = field(default_factory=list)  # adjustment ids applied, in order
 
 
 @dataclass(frozen=True)
@@ -430,3 +437,59 @@ class PortalPollRun:
     portal: str
     updates: int
     routed: int
+
+
+# -- disputes and adjustments: the commands other workflows send an invoice (issue 11) ----------------
+
+
+@dataclass(frozen=True)
+class DisputeLinkCommand:
+    """A dispute case takes part of the invoice (`open_dispute`), changes that amount (the same case again,
+    e.g. a second deduction joining it), or lets it go (`end_dispute`) when the case ends."""
+
+    actor: Actor
+    dispute_id: str
+    case_number: str
+    amount_minor: int = 0  # open_dispute: the disputed amount on this invoice (the case's total for it)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AdjustmentCommand:
+    """An issued credit memo or an approved (or automatic) write-off lowers the amount due. Applying the same
+    `adjustment_id` twice is refused (`already_applied`), so a retried activity applies it once."""
+
+    actor: Actor
+    adjustment_id: str  # the credit memo's or write-off's id
+    kind: str  # "credit_memo" | "write_off"
+    amount_minor: int
+    document_number: str = ""  # the credit note's number; "" for a write-off
+    reason: str = ""
+    rule: str = ""  # what allowed it, e.g. "write_off:auto_tolerance:ACME<=5.00 EUR"
+
+
+@dataclass(frozen=True)
+class InvoiceCommandRequest:
+    """For the activity that sends an invoice workflow one of the updates above (workflows cannot send
+    updates themselves). `update_id` makes a retried activity one update."""
+
+    workflow_id: str
+    update: str  # "open_dispute" | "end_dispute" | "apply_adjustment"
+    update_id: str
+    link: DisputeLinkCommand | None = None
+    adjustment: AdjustmentCommand | None = None
+
+
+@dataclass(frozen=True)
+class PortalDisputeRequest:
+    """An invoice whose portal says "under query" or "disputed": open a case (or join the open one) through
+    the same door as a collector's complaint. Idempotent on `update_id`."""
+
+    legal_entity: str
+    invoice_id: str
+    portal: str
+    status: str  # normalised portal status: "under_query" | "disputed"
+    reason_code: str
+    reason_text: str
+    update_id: str
+    amount_minor: int  # the amount due when the portal said it

@@ -706,6 +706,11 @@ RELEASES: dict[str, Release] = {
     ),
     "0006": Release(the_ui_sessions, reads_the_ui_sessions, set()),
     "0007": Release(the_waiting_tier, reads_the_waiting_tier, set()),
+    # Issue 11: reserved, each filled (build/reads/refused) with its migration.
+    "0008": Release(lambda d: None, lambda s, d: None, set()),
+    "0009": Release(lambda d: None, lambda s, d: None, set()),
+    "0010": Release(lambda d: None, lambda s, d: None, set()),
+    "0011": Release(lambda d: None, lambda s, d: None, set()),
 }
 
 
