@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from workflows.credit_note_types import CreditNoteDocument
 from workflows.types import Actor, Approval, ApprovalPlan, Line
 
 CREDIT_MEMO = "credit_memo"
@@ -171,6 +172,9 @@ class ResolutionState:
     # The matrix's bound (up_to, entity currency, decimal text) of each tier's role; "" for the top tier
     # (unbounded). The cumulative limit per approver, customer and period reads it.
     tier_bounds: list[str] = field(default_factory=list)
+    # Who applied cash for the customer in the period, as the store said at submission (the validator's
+    # view; the recording activity asks the store again).
+    cash_appliers: list[str] = field(default_factory=list)
     approvals: list[Approval] = field(default_factory=list)
     decided_by: str = ""  # the last approver, the rejecter or canceller, "system"
     decision_reason: str = ""  # a rejection's or cancellation's reason
@@ -242,9 +246,12 @@ class ResolutionPlanRequest:
 class ResolutionPlanResult:
     plan: ApprovalPlan
     tier_bounds: list[str]
-    recorded: ResolutionRecorded
+    cash_appliers: list[str]
     reason: str
-    auto_rule: str = ""  # write-off: below the tolerance; "" otherwise (then approval is pending)
+    # Recorded `submit` transition; None for a write-off below the tolerance (`auto_rule` says which rule):
+    # nothing recorded yet, the workflow applies it and records `write_off` as the system.
+    recorded: ResolutionRecorded | None = None
+    auto_rule: str = ""
 
 
 @dataclass(frozen=True)
@@ -255,15 +262,11 @@ class IssueRequest:
 
 
 @dataclass(frozen=True)
-class DeliverCreditNoteRequest:
-    credit_memo_id: str
-    transition: ResolutionRecord
-
-
-@dataclass(frozen=True)
-class DeliverCreditNoteResult:
-    channel: str
+class IssueResult:
     recorded: ResolutionRecorded
+    number: str
+    issued_at: str
+    document: CreditNoteDocument  # what deliver_credit_note renders and sends (as issued)
 
 
 @dataclass(frozen=True)
