@@ -15,6 +15,7 @@ import stat
 import tempfile
 import threading
 from dataclasses import dataclass, replace
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
@@ -219,13 +220,23 @@ def _core_font_text(text: str) -> bool:
 
 
 def render_invoice_pdf(context: dict[str, Any]) -> bytes:
-    """The invoice page. Text that Windows-1252 encodes (most Western names and addresses) is set in
-    the standard Helvetica: no font is parsed, subset or embedded, a third of the CPU of an embedded
-    font. Anything else (Greek, Cyrillic, CJK names...) is set in DejaVu, embedded."""
-    html = _env.get_template("invoice.html").render(**context)
+    """The invoice page (see `render_pdf`)."""
+    return render_pdf("invoice.html", f"Invoice {context['invoice']['number']}", context)
+
+
+def render_pdf(
+    template: str, title: str, context: dict[str, Any], *, created: datetime | None = None
+) -> bytes:
+    """A document page from one of the documents' templates. Text that Windows-1252 encodes (most Western
+    names and addresses) is set in the standard Helvetica: no font is parsed, subset or embedded, a third of
+    the CPU of an embedded font. Anything else (Greek, Cyrillic, CJK names...) is set in DejaVu, embedded.
+    `created` fixes the PDF's creation date (the same document then renders to the same bytes)."""
+    html = _env.get_template(template).render(**context)
     pdf = FPDF(format="A4")
-    pdf.set_title(f"Invoice {context['invoice']['number']}")
+    pdf.set_title(title)
     pdf.set_creator("Cashcycle")
+    if created is not None:
+        pdf.set_creation_date(created)
     pdf.add_page()
     if _core_font_text(html):
         pdf.core_fonts_encoding = CORE_FONTS_ENCODING
@@ -249,6 +260,22 @@ def render_invoice_pdf(context: dict[str, Any]) -> bytes:
 
 def render_invoice_mail(context: dict[str, Any]) -> str:
     return _env.get_template("invoice_mail.txt").render(**context)
+
+
+def render_mail(template: str, context: dict[str, Any]) -> str:
+    """A mail body from one of the documents' templates (e.g. credit_note_mail.txt)."""
+    return _env.get_template(template).render(**context)
+
+
+def send_message(smtp: SmtpConfig, msg: EmailMessage) -> None:
+    """Hand one message to the SMTP server (STARTTLS and login when configured). smtplib's exceptions
+    and OSError propagate: the caller decides what is retried."""
+    with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds) as client:
+        if smtp.starttls:
+            client.starttls()
+        if smtp.username:
+            client.login(smtp.username, smtp.password)
+        client.send_message(msg)
 
 
 @dataclass(frozen=True)
@@ -302,12 +329,7 @@ class MailDelivery:
         msg.add_attachment(
             render_invoice_pdf(context), maintype="application", subtype="pdf", filename=f"{number}.pdf"
         )
-        with smtplib.SMTP(self._smtp.host, self._smtp.port, timeout=self._smtp.timeout_seconds) as smtp:
-            if self._smtp.starttls:
-                smtp.starttls()
-            if self._smtp.username:
-                smtp.login(self._smtp.username, self._smtp.password)
-            smtp.send_message(msg)
+        send_message(self._smtp, msg)
         return MailSent(invoice_id, message_id, customer.email, number)
 
 

@@ -63,6 +63,7 @@ class InvoiceDocument:
     payment_terms: str = ""  # e.g. "Net 30 days"
     payee_iban: str = ""  # credit transfer account (BT-84), if any
     preceding_invoice: str = ""  # credit notes: the number of the invoice they correct (BT-25)
+    preceding_invoice_date: str = ""  # and its issue date (BT-26, ISO), stated with it when known
     note: str = ""
     delivery_date: str = ""  # ISO date the goods or services were delivered (BT-72); needed for category K
     exemption_reason: str = ""  # why lines of category E are exempt (BT-120), e.g. the article of the law

@@ -243,6 +243,12 @@ def _breakdown(lines: Iterable[DocumentLine]) -> list[_Category]:
     ]
 
 
+def tax_total_minor(lines: Iterable[DocumentLine]) -> int:
+    """A document's VAT total, as EN 16931 computes it: per category and rate, on the summed nets, each
+    rounded once (BR-CO-17), then added up. What `document_problems` expects as `tax_total_minor`."""
+    return sum(c.tax_minor for c in _breakdown(lines))
+
+
 def document_problems(doc: InvoiceDocument) -> list[str]:
     """Everything that keeps `doc` from being a valid Peppol BIS Billing 3.0 document, in words a billing
     clerk can act on; [] when it can be rendered. Used before rendering and as a pre-submission check."""
@@ -256,7 +262,11 @@ def document_problems(doc: InvoiceDocument) -> list[str]:
         problems.append(f"{doc.currency} has {places} decimals; EN 16931 amounts have at most 2")
     if not doc.number.strip():
         problems.append("the document has no number")
-    for label, value in (("issue date", doc.issue_date), ("due date", doc.due_date)):
+    for label, value in (
+        ("issue date", doc.issue_date),
+        ("due date", doc.due_date),
+        ("preceding invoice's issue date", doc.preceding_invoice_date),
+    ):
         if (value or label == "issue date") and not _is_date(value):
             problems.append(f"the {label} {value!r} is not an ISO date")
     problems += _party_problems("seller", doc.supplier)
@@ -443,6 +453,8 @@ class _Writer:
         if doc.preceding_invoice.strip():
             ref = _el(_el(root, CAC, "BillingReference"), CAC, "InvoiceDocumentReference")
             _el(ref, CBC, "ID", doc.preceding_invoice.strip())
+            if doc.preceding_invoice_date:
+                _el(ref, CBC, "IssueDate", doc.preceding_invoice_date)  # BT-26
         not_subject = any(ln.tax_category == "O" for ln in doc.lines)
         self.party(_el(root, CAC, "AccountingSupplierParty"), doc.supplier, vat=not not_subject)
         self.party(_el(root, CAC, "AccountingCustomerParty"), doc.customer, vat=not not_subject)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Session
@@ -46,3 +48,16 @@ def issue_number(session: Session, invoice_id: str) -> str:
     session.add(inv)
     session.flush()
     return inv.number
+
+
+CREDIT_NOTE_PREFIX = "CN"
+
+
+def next_credit_note_number(session: Session, legal_entity: str, issue_date: date | str) -> str:
+    """The next credit note number of the legal entity, "CN-<year>-<000001>", in its own gapless series
+    (CN-<year>) by the credit note's issue date. Allocated in the caller's transaction: it is the caller's
+    to store the number with the credit memo in that same transaction (and to ask again only when the memo
+    has none), so that a rolled-back or retried issue uses no number."""
+    year = (date.fromisoformat(issue_date) if isinstance(issue_date, str) else issue_date).year
+    series = f"{CREDIT_NOTE_PREFIX}-{year}"
+    return f"{series}-{allocate_number(session, legal_entity, series):06d}"
