@@ -1,4 +1,6 @@
 """Delivering an approved invoice to the customer: a PDF rendered from a Jinja2 template, sent by SMTP.
+The same rendering (`render_pdf`, `render_mail`) and sending (`send_message`) serve credit notes
+(activities/credit_notes.py, templates credit_note.html and credit_note_mail.txt).
 
 Sending is made once-only as far as SMTP allows: the Message-ID is derived from the workflow id and the
 transition seq, and a delivery row is written after sending and checked before. A crash between the

@@ -23,6 +23,7 @@ from lxml import etree  # type: ignore[import-untyped]
 from pypdf import PdfReader
 from temporalio.exceptions import ApplicationError
 
+from activities.converter import DATA_CONVERTER
 from activities.credit_notes import (
     CreditNoteActivities,
     CreditNoteError,
@@ -577,3 +578,60 @@ def test_all_the_problems_are_named_at_once(store: Store) -> None:
     with reading(store) as session:
         problems = credit_note_problems(session, doc)
     assert len(problems) >= 5, problems
+
+
+def test_a_half_cent_of_tax_is_rounded_as_the_validators_round_it(
+    store: Store, official: OfficialValidators, ubl_schemas: UblSchemas
+) -> None:
+    """0.25 at 10 % is 0.025: rounded once, half away from zero (architecture rule 5, money.round_tax), 0.03;
+    a credit note's amounts are positive, so away from zero is up, and both validators agree."""
+    inv = issued_invoice(store, FRENCH, MIXED)
+    doc = credit_note(inv, [cn_line("Minibar correction", "1", "0.25", "10")])
+    with reading(store) as session:
+        xml = credit_note_ubl(session, doc)
+        document = credit_note_document(session, doc)
+    assert_valid_credit_note(xml, official, ubl_schemas, invoice_number=inv.number)
+    assert (document.subtotal_minor, document.tax_total_minor, document.total_minor) == (25, 3, 28)
+
+
+def test_the_request_and_the_result_cross_the_workflow_boundary_unchanged() -> None:
+    """What the credit memo workflow passes and gets back goes through the production data converter."""
+
+    doc = CreditNoteDocument(
+        legal_entity="ACME",
+        credit_memo_id="cm-1",
+        number="CN-2026-000001",
+        issue_date="2026-11-20",
+        currency="EUR",
+        customer_id="c-1",
+        invoice_id="i-1",
+        invoice_number="INV-2026-000001",
+        invoice_issue_date="2026-11-02",
+        lines=[
+            cn_line("Room", "2", "149.90", "10"),
+            replace(cn_line("Fee", "1", "5", "0"), tax_category="E"),
+        ],
+        reason="Goodwill",
+        full_credit=False,
+        rebill=False,
+        dispute_case="DSP-2026-000001",
+    )
+    result = CreditNoteDelivered(
+        credit_memo_id="cm-1",
+        number="CN-2026-000001",
+        portal="email",
+        channel="email",
+        recipient="ap@example.com",
+        message_id="<k@cashcycle>",
+        portal_ref="<k@cashcycle>",
+        subtotal_minor=1,
+        tax_total_minor=2,
+        total_minor=3,
+        ubl_sha256="a",
+        pdf_sha256="b",
+        sent_at="2026-11-20T09:00:00+00:00",
+        attachments=["CN.pdf"],
+    )
+    for value in (CreditNoteDeliveryRequest(doc), result):
+        payloads = DATA_CONVERTER.payload_converter.to_payloads([value])
+        assert DATA_CONVERTER.payload_converter.from_payloads(payloads, [type(value)]) == [value]
