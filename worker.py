@@ -27,6 +27,7 @@ from activities.delivery import MailDelivery, SmtpConfig, smtp_config
 from activities.directory import record_policy_files
 from activities.documents import InvoiceDocument
 from activities.einvoice import document_for, render_ubl
+from activities.invoice_commands import InvoiceCommandActivities
 from activities.portals.activity import PortalActivities
 from activities.portals.base import FollowUp, PortalAdapter
 from activities.settings import Settings, get_settings
@@ -107,6 +108,7 @@ def build_worker(
     portals = PortalActivities(adapters, documents=document, render_ubl=render_ubl)
     polling = PortalPollActivities(store, client, adapters)
     approvals = ApprovalActivities(store, smtp, matrix, ui_base_url=settings.ui_base_url)
+    invoice_commands = InvoiceCommandActivities(client)
     return Worker(
         client,
         task_queue=task_queue,
@@ -123,6 +125,7 @@ def build_worker(
             checkpoints.sign_ledger_checkpoints,
             portals.submit_to_portal,
             polling.poll_and_route,
+            invoice_commands.send_invoice_command,
         ],
         activity_executor=executor,
         max_concurrent_activities=16,

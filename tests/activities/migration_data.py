@@ -632,7 +632,10 @@ def reads_the_ui_sessions(s: Session, d: Dataset) -> None:
 
 def the_waiting_tier(d: Dataset) -> None:
     """0007: the inbox's columns only repeat the approval JSON and the ledger (the downgrade drops them,
-    never refused); the upgrade fills them for the invoices already pending approval."""
+    never refused); the upgrade fills them for the invoices already pending approval, and a store written
+    by the release of 0007 holds them as its recording activity wrote them."""
+    for row_id, values in derived_by_migrations(d).get("invoice", {}).items():
+        d.row("invoice", id=row_id).update(values)
 
 
 def reads_the_waiting_tier(s: Session, d: Dataset) -> None:
@@ -642,6 +645,121 @@ def reads_the_waiting_tier(s: Session, d: Dataset) -> None:
     assert (waiting.waiting_role, waiting.waiting_tier, waiting.approval_sla) == ("ar_approver", 1, "on_time")
     assert waiting.waiting_since == at(7)
     assert waiting.sod_barred == "|erp|preparer|"  # created by the ERP, submitted by the preparer
+
+
+def the_invoice_adjustments(d: Dataset) -> None:
+    """0008: the invoice issued through the portal is disputed for part of it, and credited for some."""
+    row = d.row("invoice", id=VIA_PORTAL)
+    row.update(
+        status="disputed",
+        dispute_id="40000000-0000-4000-8000-000000000001",
+        disputed_minor=5000,
+        credited_minor=2500,
+        amount_due_minor=row["total_minor"] - 2500,
+    )
+
+
+def reads_the_invoice_adjustments(s: Session, d: Dataset) -> None:
+    disputed = invoice_by_id(s, VIA_PORTAL)
+    assert disputed is not None and disputed.status == "disputed"
+    assert (disputed.dispute_id, disputed.disputed_minor, disputed.credited_minor) == (
+        "40000000-0000-4000-8000-000000000001",
+        5000,
+        2500,
+    )
+
+
+CREDIT_MEMO_ID = "50000000-0000-4000-8000-000000000001"
+WRITE_OFF_ID = "50000000-0000-4000-8000-000000000002"
+
+
+def _resolution_row(document_id: str, kind: str, status: str, amount: int, hours: float) -> dict[str, Any]:
+    plan = {
+        "matrix_version": "2026.1+000000000000",
+        "document_kind": kind,
+        "amount_minor": amount,
+        "currency": "EUR",
+        "tiers": [{"level": 1, "role": "ar_approver"}],
+    }
+    return {
+        "id": document_id,
+        "legal_entity": ACME,
+        "workflow_id": f"{kind}/{ACME}/{document_id}",
+        "invoice_id": PAID_IN_PART,
+        "customer_id": INITECH,
+        "dispute_id": "",
+        "dispute_owner": "",
+        "currency": "EUR",
+        "amount_minor": amount,
+        "entity_amount_minor": amount,
+        "entity_currency": "EUR",
+        "reason": "price difference",
+        "status": status,
+        "proposed_by": "preparer",
+        "created_at": at(hours),
+        "status_since": at(hours),
+        "updated_at": at(hours),
+        "transition_seq": 2,
+        "matrix_version": plan["matrix_version"],
+        "approval_json": json.dumps(
+            {"plan": plan, "tier_bounds": ["1000"], "cash_appliers": [], "approvals": []}
+        ),
+        "waiting_role": "ar_approver" if status == "pending_approval" else "",
+        "waiting_tier": 1 if status == "pending_approval" else 0,
+        "waiting_since": at(hours) if status == "pending_approval" else None,
+        "sod_barred": "|preparer|" if status == "pending_approval" else "",
+        "decided_by": "" if status == "pending_approval" else "system",
+        "decided_at": None if status == "pending_approval" else at(hours),
+        "decided_period": "" if status == "pending_approval" else at(hours).strftime("%Y-%m"),
+        "decision_reason": "",
+        "applied_minor": 0 if status == "pending_approval" else amount,
+    }
+
+
+def the_credit_memos_and_write_offs(d: Dataset) -> None:
+    """0010: a credit memo waiting for its approver, and a write-off made automatically (tolerance)."""
+    memo = _resolution_row(CREDIT_MEMO_ID, "credit_memo", "pending_approval", 2500, 30)
+    memo.update(
+        kind="credit",
+        lines_json=json.dumps(
+            [
+                {
+                    "description": "Price difference",
+                    "quantity": "1",
+                    "unit_price": "20.83",
+                    "tax_rate": "20",
+                    "net_minor": 2083,
+                    "tax_minor": 417,
+                }
+            ]
+        ),
+        number=None,
+        issue_date=None,
+        ubl=None,
+        pdf=None,
+        ubl_sha256="",
+        pdf_sha256="",
+        channel="",
+        delivered_at=None,
+        rebill_invoice_id=None,
+        rebill_json="",
+    )
+    d.add("credit_memo", **memo)
+    off = _resolution_row(WRITE_OFF_ID, "write_off", "written_off", 300, 31)
+    off["auto_rule"] = "write_off:auto_tolerance:ACME<=5.00 EUR"
+    d.add("write_off", **off)
+
+
+def reads_the_credit_memos_and_write_offs(s: Session, d: Dataset) -> None:
+    from activities.credit_memos import resolution_by_id, state_of
+
+    memo = resolution_by_id(s, "credit_memo", CREDIT_MEMO_ID)
+    assert memo is not None and memo.status == "pending_approval"
+    state = state_of(memo)
+    assert state.plan is not None and [t.role for t in state.plan.tiers] == ["ar_approver"]
+    assert state.lines[0].net_minor == 2083
+    off = resolution_by_id(s, "write_off", WRITE_OFF_ID)
+    assert off is not None and state_of(off).auto_rule == "write_off:auto_tolerance:ACME<=5.00 EUR"
 
 
 def derived_by_migrations(d: Dataset) -> dict[str, dict[Any, dict[str, Any]]]:
@@ -667,6 +785,67 @@ TABLES_OF_THE_FIRST_RELEASE = (
     "app_user idempotent_response ledger_entry ledger_head legal_entity number_sequence policy_revision "
     "customer role_assignment invoice payment invoice_delivery invoice_line payment_allocation"
 ).split()
+
+CAPA_WORKFLOW = "capa/ACME/DSP-2026-000001"
+
+
+def the_capas(d: Dataset) -> None:
+    """0011: a CAPA whose preventive action is done and waits for its effectiveness check; its corrective
+    action was extended once."""
+    from activities.capa import capa_id_of
+
+    capa = capa_id_of(CAPA_WORKFLOW)
+    d.add(
+        "capa",
+        id=capa,
+        legal_entity=ACME,
+        capa_id="DSP-2026-000001",
+        workflow_id=CAPA_WORKFLOW,
+        dispute_id="",
+        case_number="DSP-2026-000001",
+        root_cause="BIL",
+        customer_id=INITECH,
+        function="billing",
+        status="checking",
+        opened_by="approver",
+        opened_at=at(40),
+        check_due_at=at(40 + 24 * 90),
+        last_outcome="",
+        checks_json="[]",
+        reopened=0,
+        closed_at=None,
+        transition_seq=4,
+        updated_at=at(41),
+    )
+    for kind, owner, status in (("corrective", "preparer", "open"), ("preventive", "approver2", "done")):
+        d.add(
+            "capa_action",
+            capa_id=capa,
+            kind=kind,
+            owner=owner,
+            description=f"the {kind} action",
+            due="2026-12-31",
+            due_at=datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),
+            status=status,
+            completed_at=at(41) if status == "done" else None,
+            completed_by=owner if status == "done" else "",
+            note="done" if status == "done" else "",
+            extension_new_due="",
+            extension_reason="",
+            extension_requested_by="",
+            extensions_approved=1 if kind == "corrective" else 0,
+            reminders_sent=0,
+        )
+
+
+def reads_the_capas(s: Session, d: Dataset) -> None:
+    from activities.capa import CapaFilters, actions_of, capa_id_of, list_capas
+
+    capa = capa_id_of(CAPA_WORKFLOW)
+    rows, total = list_capas(s, CapaFilters([ACME], owner="approver2"))
+    assert total == 1 and rows[0].id == capa and rows[0].status == "checking"
+    actions = actions_of(s, [capa])[capa]
+    assert actions["corrective"].extensions_approved == 1 and actions["preventive"].status == "done"
 
 
 @dataclass(frozen=True)
@@ -707,10 +886,14 @@ RELEASES: dict[str, Release] = {
     "0006": Release(the_ui_sessions, reads_the_ui_sessions, set()),
     "0007": Release(the_waiting_tier, reads_the_waiting_tier, set()),
     # Issue 11: reserved, each filled (build/reads/refused) with its migration.
-    "0008": Release(lambda d: None, lambda s, d: None, set()),
+    "0008": Release(
+        the_invoice_adjustments, reads_the_invoice_adjustments, {"invoices disputed, credited or written off"}
+    ),
     "0009": Release(lambda d: None, lambda s, d: None, set()),
-    "0010": Release(lambda d: None, lambda s, d: None, set()),
-    "0011": Release(lambda d: None, lambda s, d: None, set()),
+    "0010": Release(
+        the_credit_memos_and_write_offs, reads_the_credit_memos_and_write_offs, {"credit memos", "write-offs"}
+    ),
+    "0011": Release(the_capas, reads_the_capas, {"CAPAs"}),
 }
 
 
