@@ -137,6 +137,13 @@ class Invoice(SQLModel, table=True):
     waiting_since: datetime | None = None
     approval_sla: str = Field(default="", max_length=16, sa_column_kwargs=_ADDED_EMPTY)
     sod_barred: str = Field(default="", sa_column=Column(Text, nullable=False, default="", server_default=""))
+    # Disputes and adjustments (0008): the open dispute case holding part of the invoice ("" when none) and
+    # the amount it holds; what issued credit memos and write-offs took off. The amount due is the total
+    # less payments, credits and write-offs.
+    dispute_id: str = Field(default="", max_length=36, index=True, sa_column_kwargs=_ADDED_EMPTY)
+    disputed_minor: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+    credited_minor: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+    written_off_minor: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
 
 
 class InvoiceLine(SQLModel, table=True):

@@ -101,7 +101,14 @@ def _read_model_values(state: InvoiceState, at: datetime) -> dict[str, object]:
         "tax_total_minor": d.tax_total_minor,
         "total_minor": d.total_minor,
         "amount_paid_minor": state.amount_paid_minor,
-        "amount_due_minor": d.total_minor - state.amount_paid_minor,
+        "amount_due_minor": d.total_minor
+        - state.amount_paid_minor
+        - state.amount_credited_minor
+        - state.amount_written_off_minor,
+        "dispute_id": state.dispute_id,
+        "disputed_minor": state.disputed_minor,
+        "credited_minor": state.amount_credited_minor,
+        "written_off_minor": state.amount_written_off_minor,
         "issue_date": date.fromisoformat(d.issue_date),
         "due_date": date.fromisoformat(d.due_date),
         "po_number": d.po_number,
@@ -262,6 +269,14 @@ def record_transition(session: Session, rec: TransitionRecord) -> RecordResult:
 
     if rec.portal is not None:
         payload["portal"] = _portal_submission(session, rec, at)
+    if state.dispute_id or rec.event in ("dispute", "resolve_dispute", "resolve_dispute_paid_in_part"):
+        payload["dispute"] = {"dispute_id": state.dispute_id, "disputed_minor": state.disputed_minor}
+    if state.adjustments:
+        payload["adjustments"] = {
+            "applied": state.adjustments,
+            "credited_minor": state.amount_credited_minor,
+            "written_off_minor": state.amount_written_off_minor,
+        }
 
     entry = append_to_ledger(
         session,

@@ -93,7 +93,9 @@ CODES: dict[str, tuple[int, str]] = {
     ),
     "not_found": (404, "no such object, or not one the caller may read"),
     "transition_refused": (409, "impossible in the current status (named in details)"),
-    "already_applied": (409, "this payment was already applied to the invoice"),
+    "already_applied": (409, "this payment, credit memo or write-off was already applied to the invoice"),
+    "already_disputed": (409, "another open dispute case holds the invoice: add to that case (named)"),
+    "not_disputed": (409, "the invoice is not held by that dispute case"),
     "tier_already_approved": (409, "someone approved that tier meanwhile"),
     "tier_out_of_order": (409, "a later tier than the one waiting"),
     "delivery_in_progress": (409, "the invoice's delivery activity is running or retrying: retry it instead"),
@@ -137,6 +139,7 @@ CODES: dict[str, tuple[int, str]] = {
     "invalid_cursor": (422, "the cursor is not one this API issued"),
     "invalid_command": (422, "the workflow refused the command's content (the field is named)"),
     "over_allocation": (422, "allocations exceed the payment or an invoice's amount due"),
+    "amount_exceeds_open": (422, "a disputed, credited or written-off amount above what is open"),
     "currency_mismatch": (422, "an invoice in another currency than the payment"),
     "unavailable": (
         503,

@@ -17,6 +17,10 @@ Updates (each refusable by a validator that leaves no trace in history):
     void           -- before delivery only, reason required
     apply_payment  -- a receipt's allocation: partially_paid or paid; over-allocation refused
     fix            -- portal_rejected -> draft, to correct what the customer's portal refused
+    open_dispute   -- a dispute case takes part of the invoice: disputed (sent by DisputeWorkflow)
+    end_dispute    -- the case ended: back to accepted or partially_paid
+    apply_adjustment -- an issued credit memo or an approved write-off lowers the amount due; the one that
+                      leaves nothing moves it to credited or written_off
 Signals:
     portal_status  -- what the customer's portal says (pushed to the API, or polled by the portal's
                       poller workflow): accepted, rejected with a reason, in process, paid...
@@ -54,6 +58,7 @@ from workflows.errors import refuse
 from workflows.states import Event, Status
 from workflows.types import (
     Actor,
+    AdjustmentCommand,
     Approval,
     ApprovalPlan,
     ApproveCommand,
@@ -64,6 +69,7 @@ from workflows.types import (
     DeliveryPlanRequest,
     DeliveryRequest,
     DeliveryResult,
+    DisputeLinkCommand,
     EditCommand,
     InvoiceDraft,
     InvoiceInput,
@@ -74,6 +80,7 @@ from workflows.types import (
     PaymentApplied,
     PaymentCommand,
     PlanRequest,
+    PortalDisputeRequest,
     PortalEvent,
     PortalSubmitRequest,
     PortalSubmitResult,
@@ -102,6 +109,10 @@ SYSTEM = Actor(username="system", roles=["system"], rule="workflow")
 
 # Patch ids (`workflow.patched`): one per change of the command sequence, never reused or renamed.
 ONE_ACTIVITY_STEPS = "2026-11-23-one-activity-steps"
+# A portal saying "under query" or "disputed" opens a dispute case (before: a status that moved nothing).
+PORTAL_DISPUTES = "2026-12-05-portal-disputes"
+# Portal statuses that say the buyer questions the invoice (normalised; activities/portals/status.py).
+DISPUTING = frozenset({"under_query", "disputed"})
 
 
 def invoice_workflow_id(legal_entity: str, external_id: str) -> str:
@@ -177,6 +188,12 @@ class InvoiceWorkflow:
         # whether the corrected invoice needs their approval again.
         self._approved_terms: tuple[object, ...] | None = None
         self._reopened = False
+        # Disputes and adjustments (issue 11): the open case holding part of the invoice and the amount it
+        # holds; the credit memos and write-offs applied, which lower the amount due.
+        self._dispute_id = ""
+        self._case_number = ""
+        self._disputed_minor = 0
+        self._adjustments: list[AdjustmentCommand] = []
         # Transitions run one at a time: two approvals racing are serialised here, and the loser is
         # refused against the state the winner left.
         self._lock = asyncio.Lock()
@@ -474,6 +491,31 @@ class InvoiceWorkflow:
             self._portal_status = u.status
             text = u.status + (f" ({reason})" if reason else "") + (f": {u.message}" if u.message else "")
             await self._transition(Event.PORTAL_STATUS, actor, text, u.update_id, portal=event)
+            if u.status in DISPUTING and workflow.patched(PORTAL_DISPUTES):
+                await self._open_dispute_from_portal(u)
+
+    async def _open_dispute_from_portal(self, u: PortalUpdate) -> None:
+        """The portal questions the invoice: open a case through the same door as a collector's complaint
+        (or join the open one). The case then takes its part of the invoice with `open_dispute`, which waits
+        for this handler's lock: the activity only starts the case, it never waits for the invoice."""
+        if not states.can(self._status, Event.DISPUTE):
+            return
+        await workflow.execute_activity(
+            "open_dispute_from_portal",
+            PortalDisputeRequest(
+                legal_entity=self._inp.legal_entity,
+                invoice_id=self._inp.invoice_id,
+                portal=self._portal,
+                status=u.status,
+                reason_code=u.reason_code,
+                reason_text=u.reason_text or u.message,
+                update_id=u.update_id or f"{u.submission_key}|{u.status}|{u.at}",
+                amount_minor=self._amount_due(),
+            ),
+            result_type=str,
+            start_to_close_timeout=timedelta(seconds=self._inp.config.record_timeout_seconds),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+        )
 
     async def _notify_preparers(self) -> None:
         """Tell the preparers what the portal (or the pre-submission check) refused."""
@@ -796,6 +838,8 @@ class InvoiceWorkflow:
         async with self._lock:
             event = self._check_payment(cmd.payment)
             self._payments.append(cmd.payment)
+            # Paid beyond the undisputed part: the case holds no more than is still due.
+            self._disputed_minor = min(self._disputed_minor, self._amount_due())
             await self._transition(
                 event, cmd.actor, f"payment {cmd.payment.reference}", self._update_id(), payment=cmd.payment
             )
@@ -806,6 +850,60 @@ class InvoiceWorkflow:
         if self._delivering and self._status == Status.APPROVED:
             return  # the handler checks, under the lock, once the delivery is recorded
         self._check_payment(cmd.payment)
+
+    @workflow.update
+    async def open_dispute(self, cmd: DisputeLinkCommand) -> InvoiceState:
+        async with self._lock:
+            self._check_dispute(cmd)
+            again = self._dispute_id == cmd.dispute_id
+            self._dispute_id, self._case_number = cmd.dispute_id, cmd.case_number
+            self._disputed_minor = cmd.amount_minor
+            what = "now holds" if again else "holds"
+            said = f"dispute {cmd.case_number} {what} {cmd.amount_minor} (minor units)"
+            await self._transition(
+                Event.DISPUTE, cmd.actor, f"{said}: {cmd.reason}" if cmd.reason else said, self._update_id()
+            )
+        return self._state()
+
+    @open_dispute.validator
+    def _validate_open_dispute(self, cmd: DisputeLinkCommand) -> None:
+        self._check_dispute(cmd)
+
+    @workflow.update
+    async def end_dispute(self, cmd: DisputeLinkCommand) -> InvoiceState:
+        async with self._lock:
+            if self._status in states.TERMINAL:
+                return self._state()  # credited, paid or written off in full while the case ran
+            event = self._check_end_dispute(cmd)
+            self._dispute_id, self._case_number, self._disputed_minor = "", "", 0
+            said = f"dispute {cmd.case_number} ended"
+            await self._transition(
+                event, cmd.actor, f"{said}: {cmd.reason}" if cmd.reason else said, self._update_id()
+            )
+        return self._state()
+
+    @end_dispute.validator
+    def _validate_end_dispute(self, cmd: DisputeLinkCommand) -> None:
+        if self._status not in states.TERMINAL:
+            self._check_end_dispute(cmd)
+
+    @workflow.update
+    async def apply_adjustment(self, cmd: AdjustmentCommand) -> InvoiceState:
+        async with self._lock:
+            event = self._check_adjustment(cmd)
+            self._adjustments.append(cmd)
+            self._disputed_minor = min(self._disputed_minor, self._amount_due())
+            what = f"credit memo {cmd.document_number}".strip() if cmd.kind == "credit_memo" else "write-off"
+            said = f"{what}: {cmd.amount_minor} (minor units)"
+            actor = replace(cmd.actor, rule=cmd.rule) if cmd.rule else cmd.actor
+            await self._transition(
+                event, actor, f"{said}; {cmd.reason}" if cmd.reason else said, self._update_id()
+            )
+        return self._state()
+
+    @apply_adjustment.validator
+    def _validate_apply_adjustment(self, cmd: AdjustmentCommand) -> None:
+        self._check_adjustment(cmd)
 
     @workflow.signal
     def portal_status(self, update: PortalUpdate) -> None:
@@ -944,6 +1042,70 @@ class InvoiceWorkflow:
         self._check(event)
         return event
 
+    def _check_dispute(self, cmd: DisputeLinkCommand) -> None:
+        if self._dispute_id and self._dispute_id != cmd.dispute_id:
+            raise refuse(
+                "already_disputed",
+                f"the invoice is already held by dispute {self._case_number}: add to that case",
+                dispute_id=self._dispute_id,
+            )
+        self._check(Event.DISPUTE)
+        if self._delivering:
+            raise refuse(
+                "transition_refused",
+                "the invoice is being delivered: dispute it once the customer has it",
+                status=self._status.value if self._status else None,
+                event=Event.DISPUTE.value,
+            )
+        due = self._amount_due()
+        if cmd.amount_minor <= 0:
+            raise refuse("invalid_command", "a disputed amount must be positive", field="amount")
+        if cmd.amount_minor > due:
+            raise refuse(
+                "amount_exceeds_open",
+                f"disputed amount {cmd.amount_minor} exceeds the amount due {due}",
+                amount_due_minor=due,
+            )
+
+    def _check_end_dispute(self, cmd: DisputeLinkCommand) -> Event:
+        if self._status != Status.DISPUTED or self._dispute_id != cmd.dispute_id:
+            raise refuse(
+                "not_disputed",
+                f"the invoice is not held by dispute {cmd.case_number}",
+                status=self._status.value if self._status else None,
+            )
+        return Event.RESOLVE_DISPUTE_PAID_IN_PART if self._payments else Event.RESOLVE_DISPUTE
+
+    def _check_adjustment(self, cmd: AdjustmentCommand) -> Event:
+        if any(a.adjustment_id == cmd.adjustment_id for a in self._adjustments):
+            raise refuse("already_applied", f"{cmd.kind} {cmd.adjustment_id} is already applied")
+        if cmd.kind not in ("credit_memo", "write_off"):
+            raise refuse("invalid_command", f"unknown adjustment kind {cmd.kind}", field="kind")
+        if self._delivering or self._status not in states.OPEN_RECEIVABLE:
+            where = self._status.value if self._status else None
+            raise refuse(
+                "transition_refused",
+                f"cannot apply a {cmd.kind.replace('_', ' ')} to an invoice in status {where}",
+                status=where,
+                event=cmd.kind,
+            )
+        due = self._amount_due()
+        if cmd.amount_minor <= 0:
+            raise refuse("invalid_command", "an adjustment must be positive", field="amount")
+        if cmd.amount_minor > due:
+            raise refuse(
+                "amount_exceeds_open",
+                f"{cmd.kind.replace('_', ' ')} {cmd.amount_minor} exceeds the amount due {due}",
+                amount_due_minor=due,
+            )
+        final = cmd.amount_minor == due
+        if cmd.kind == "credit_memo":
+            event = Event.APPLY_FINAL_CREDIT if final else Event.APPLY_CREDIT
+        else:
+            event = Event.WRITE_OFF if final else Event.WRITE_OFF_PART
+        self._check(event)
+        return event
+
     # -- mechanics -----------------------------------------------------------------------------
 
     def _approvals_stand(self) -> bool:
@@ -958,7 +1120,8 @@ class InvoiceWorkflow:
         )
 
     def _amount_due(self) -> int:
-        return self._draft.total_minor - sum(p.amount_minor for p in self._payments)
+        paid = sum(p.amount_minor for p in self._payments)
+        return self._draft.total_minor - paid - sum(a.amount_minor for a in self._adjustments)
 
     def _update_id(self) -> str:
         info = workflow.current_update_info()
@@ -1114,4 +1277,9 @@ class InvoiceWorkflow:
             portal_status=self._portal_status,
             portal_reason=self._portal_reason,
             reopened=self._reopened,
+            dispute_id=self._dispute_id,
+            disputed_minor=self._disputed_minor,
+            amount_credited_minor=sum(a.amount_minor for a in self._adjustments if a.kind == "credit_memo"),
+            amount_written_off_minor=sum(a.amount_minor for a in self._adjustments if a.kind == "write_off"),
+            adjustments=[a.adjustment_id for a in self._adjustments],
         )

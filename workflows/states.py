@@ -21,6 +21,7 @@ class Status(StrEnum):
     DISPUTED = "disputed"
     VOID = "void"
     WRITTEN_OFF = "written_off"
+    CREDITED = "credited"  # issued credit notes took the whole amount due off (a rebill's original, say)
 
 
 class Event(StrEnum):
@@ -43,9 +44,13 @@ class Event(StrEnum):
     RESUBMIT = "resubmit"  # fixed without touching amounts, tax, PO or customer: the approvals stand
     RECORD_PARTIAL_PAYMENT = "record_partial_payment"
     RECORD_FINAL_PAYMENT = "record_final_payment"
-    DISPUTE = "dispute"
+    DISPUTE = "dispute"  # a dispute case takes part of the invoice (again: the amount it holds changed)
     RESOLVE_DISPUTE = "resolve_dispute"
-    WRITE_OFF = "write_off"
+    RESOLVE_DISPUTE_PAID_IN_PART = "resolve_dispute_paid_in_part"
+    WRITE_OFF = "write_off"  # the write-off that leaves nothing due
+    WRITE_OFF_PART = "write_off_part"
+    APPLY_CREDIT = "apply_credit"  # an issued credit memo lowers the amount due
+    APPLY_FINAL_CREDIT = "apply_final_credit"  # ... to nothing
     # A supervisor acting on a stuck invoice (the control tower): tell whoever it waits for, or raise it
     # to the role the SLA names. Neither moves the invoice. While approval is pending, the tower's remind
     # and escalate are the approval SLA's own events (REMIND_APPROVERS, ESCALATE_APPROVAL).
@@ -107,9 +112,28 @@ TRANSITIONS: dict[tuple[Status | None, Event], Status] = {
     (S.APPROVED, E.ESCALATE): S.APPROVED,
     (S.SUBMITTED, E.ESCALATE): S.SUBMITTED,
     (S.PORTAL_REJECTED, E.ESCALATE): S.PORTAL_REJECTED,
+    # Disputes and adjustments (issue 11): a case may open as soon as the customer has the invoice; a
+    # second word about the same case changes the amount it holds. Credit memos and write-offs lower the
+    # amount due wherever the customer owes it; the one that leaves nothing ends the invoice.
+    (S.DISPUTED, E.RESOLVE_DISPUTE_PAID_IN_PART): S.PARTIALLY_PAID,
+    (S.SUBMITTED, E.DISPUTE): S.DISPUTED,
+    (S.DISPUTED, E.DISPUTE): S.DISPUTED,
+    (S.SUBMITTED, E.APPLY_CREDIT): S.SUBMITTED,
+    (S.ACCEPTED, E.APPLY_CREDIT): S.ACCEPTED,
+    (S.PARTIALLY_PAID, E.APPLY_CREDIT): S.PARTIALLY_PAID,
+    (S.DISPUTED, E.APPLY_CREDIT): S.DISPUTED,
+    (S.SUBMITTED, E.APPLY_FINAL_CREDIT): S.CREDITED,
+    (S.ACCEPTED, E.APPLY_FINAL_CREDIT): S.CREDITED,
+    (S.PARTIALLY_PAID, E.APPLY_FINAL_CREDIT): S.CREDITED,
+    (S.DISPUTED, E.APPLY_FINAL_CREDIT): S.CREDITED,
+    (S.SUBMITTED, E.WRITE_OFF_PART): S.SUBMITTED,
+    (S.ACCEPTED, E.WRITE_OFF_PART): S.ACCEPTED,
+    (S.PARTIALLY_PAID, E.WRITE_OFF_PART): S.PARTIALLY_PAID,
+    (S.DISPUTED, E.WRITE_OFF_PART): S.DISPUTED,
+    (S.SUBMITTED, E.WRITE_OFF): S.WRITTEN_OFF,
 }
 
-TERMINAL: frozenset[Status] = frozenset({S.PAID, S.VOID, S.WRITTEN_OFF})
+TERMINAL: frozenset[Status] = frozenset({S.PAID, S.VOID, S.WRITTEN_OFF, S.CREDITED})
 
 # Statuses in which the customer owes the money (used for aging and for accepting payments).
 OPEN_RECEIVABLE: frozenset[Status] = frozenset({S.SUBMITTED, S.ACCEPTED, S.PARTIALLY_PAID, S.DISPUTED})

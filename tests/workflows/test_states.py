@@ -69,6 +69,23 @@ EXPECTED: dict[tuple[str | None, str], str] = {
     ("approved", "escalate"): "approved",
     ("submitted", "escalate"): "submitted",
     ("portal_rejected", "escalate"): "portal_rejected",
+    # Disputes and adjustments (issue 11).
+    ("disputed", "resolve_dispute_paid_in_part"): "partially_paid",
+    ("submitted", "dispute"): "disputed",
+    ("disputed", "dispute"): "disputed",
+    ("submitted", "apply_credit"): "submitted",
+    ("accepted", "apply_credit"): "accepted",
+    ("partially_paid", "apply_credit"): "partially_paid",
+    ("disputed", "apply_credit"): "disputed",
+    ("submitted", "apply_final_credit"): "credited",
+    ("accepted", "apply_final_credit"): "credited",
+    ("partially_paid", "apply_final_credit"): "credited",
+    ("disputed", "apply_final_credit"): "credited",
+    ("submitted", "write_off_part"): "submitted",
+    ("accepted", "write_off_part"): "accepted",
+    ("partially_paid", "write_off_part"): "partially_paid",
+    ("disputed", "write_off_part"): "disputed",
+    ("submitted", "write_off"): "written_off",
 }
 
 STATUSES = [
@@ -83,6 +100,7 @@ STATUSES = [
     "disputed",
     "void",
     "written_off",
+    "credited",
 ]
 EVENTS = [
     "create",
@@ -106,7 +124,11 @@ EVENTS = [
     "record_final_payment",
     "dispute",
     "resolve_dispute",
+    "resolve_dispute_paid_in_part",
     "write_off",
+    "write_off_part",
+    "apply_credit",
+    "apply_final_credit",
     "remind",
     "escalate",
 ]
@@ -153,15 +175,15 @@ def test_any_other_event_is_refused_naming_the_current_status(pair: tuple[str | 
 
 
 def test_every_status_and_event_pair_is_either_allowed_or_refused() -> None:
-    assert len(ALL_PAIRS) == 12 * 24
+    assert len(ALL_PAIRS) == 13 * 28
     assert len(EXPECTED) + len(REFUSED_PAIRS) == len(ALL_PAIRS)
 
 
-def test_paid_void_and_written_off_are_the_terminal_statuses() -> None:
-    assert {s.value for s in TERMINAL} == {"paid", "void", "written_off"}
+def test_paid_void_written_off_and_credited_are_the_terminal_statuses() -> None:
+    assert {s.value for s in TERMINAL} == {"paid", "void", "written_off", "credited"}
 
 
-@pytest.mark.parametrize("terminal", ["paid", "void", "written_off"])
+@pytest.mark.parametrize("terminal", ["paid", "void", "written_off", "credited"])
 def test_terminal_status_allows_no_event(terminal: str) -> None:
     assert events_from(Status(terminal)) == []
     for event in Event:
@@ -263,15 +285,32 @@ EXPECTED_EVENTS: dict[str, list[str]] = {
         "record_partial_payment",
         "record_final_payment",
         "escalate",
+        "dispute",
+        "apply_credit",
+        "apply_final_credit",
+        "write_off_part",
+        "write_off",
     ],
     "portal_rejected": ["fix", "remind", "escalate"],
-    "accepted": ["portal_status", "record_partial_payment", "record_final_payment", "dispute", "write_off"],
+    "accepted": [
+        "portal_status",
+        "record_partial_payment",
+        "record_final_payment",
+        "dispute",
+        "write_off",
+        "apply_credit",
+        "apply_final_credit",
+        "write_off_part",
+    ],
     "partially_paid": [
         "portal_status",
         "record_partial_payment",
         "record_final_payment",
         "dispute",
         "write_off",
+        "apply_credit",
+        "apply_final_credit",
+        "write_off_part",
     ],
     "paid": [],
     "disputed": [
@@ -280,9 +319,15 @@ EXPECTED_EVENTS: dict[str, list[str]] = {
         "record_partial_payment",
         "record_final_payment",
         "write_off",
+        "resolve_dispute_paid_in_part",
+        "dispute",
+        "apply_credit",
+        "apply_final_credit",
+        "write_off_part",
     ],
     "void": [],
     "written_off": [],
+    "credited": [],
 }
 
 
