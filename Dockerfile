@@ -11,13 +11,14 @@ COPY workflows workflows
 COPY activities activities
 COPY api api
 COPY demo demo
+COPY portal_sim portal_sim
 COPY policies policies
 COPY ui ui
 COPY worker.py ./
 # Byte-compiled at build time: PYTHONDONTWRITEBYTECODE and a read-only user would otherwise make every
 # process (and the workflow sandbox's imports) compile the sources again.
 RUN uv sync --frozen --no-dev --compile-bytecode \
-    && /opt/venv/bin/python -m compileall -q workflows activities api demo worker.py
+    && /opt/venv/bin/python -m compileall -q workflows activities api demo portal_sim worker.py
 ENV PATH=/opt/venv/bin:$PATH CASHCYCLE_ENVIRONMENT=production
 RUN useradd --system --uid 10001 cashcycle
 USER cashcycle

@@ -55,7 +55,7 @@ lint: sync
 	$(VENV)/bin/ruff format --check .
 
 typecheck: sync
-	$(VENV)/bin/mypy workflows activities api demo worker.py bench
+	$(VENV)/bin/mypy workflows activities api demo portal_sim worker.py bench
 
 ## Benchmarks (figures printed, compared with their baselines in the same run).
 bench: sync

@@ -179,7 +179,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.demo and not env.get("CASHCYCLE_PORTALS_FILE"):
             # The demo's customers behind procurement portals talk to a simulated buyer.
             sport = free_port(9100)
-            proc = spawn("portal-sim", [sys.executable, "-m", "api.cli", "portal-sim", "--port", str(sport)])
+            proc = spawn("portal-sim", [sys.executable, "-m", "portal_sim", "--port", str(sport)])
             wait_for_port(sport, 60, proc)
             sim_url = f"http://127.0.0.1:{sport}"
             env["CASHCYCLE_PORTALS_FILE"] = str(_write_demo_portals(data_dir, sim_url))
@@ -241,7 +241,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _write_demo_portals(data_dir: Path, sim_url: str) -> Path:
     """The demo's portal configuration: the simulator's portals, one per protocol."""
-    from api.portal_sim import demo_portals_toml
+    from portal_sim import demo_portals_toml
 
     path = data_dir / "portals.toml"
     path.write_text(demo_portals_toml(sim_url))
@@ -313,7 +313,7 @@ def cmd_mail_capture(args: argparse.Namespace) -> int:
 
 def cmd_portal_sim(args: argparse.Namespace) -> int:
     """A simulated customer portal (cXML, Coupa-style REST, Peppol) for the tests and the demo."""
-    from api.portal_sim import serve
+    from portal_sim import serve
 
     serve(args.host, args.port, Path(args.scenario) if args.scenario else None)
     return 0

@@ -11,7 +11,7 @@ from demo.company import DEMO_ENTITY, SIGNER
 # -- the customer portals (`cashcycle up --demo` runs the portal simulator, `cashcycle portal-sim`) -------
 
 # The simulated buyer: Initech GmbH, reachable through a Coupa-style API and an Ariba-style cXML network
-# (api.portal_sim.default_scenario), with three purchase orders for consulting and travel. Its identity must
+# (portal_sim.default_scenario), with three purchase orders for consulting and travel. Its identity must
 # match the orders' bill-to (VAT id), as a real portal checks.
 INITECH = {
     "legal_entity": DEMO_ENTITY,

@@ -354,10 +354,11 @@ class running_stack:
 
 @contextmanager
 def portal_simulator(tmp_path: Path, scenario: Any = None) -> Iterator[str]:
-    """`cashcycle portal-sim` as its own process (by default the demo scenario on a manual clock that
-    the caller moves); yields its base URL, stops it on the way out."""
+    """The portal simulator as its own process (`python -m portal_sim`, what `cashcycle portal-sim` runs;
+    by default the demo scenario on a manual clock that the caller moves); yields its base URL, stops it
+    on the way out."""
     from api.cli import wait_for_port
-    from api.portal_sim import default_scenario
+    from portal_sim import default_scenario
 
     scenario = scenario or default_scenario().model_copy(update={"clock": "manual", "name": "tests"})
     path = tmp_path / "scenario.json"
@@ -366,7 +367,7 @@ def portal_simulator(tmp_path: Path, scenario: Any = None) -> Iterator[str]:
     log_path = tmp_path / "portal-sim.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "portal-sim", "--port", str(port), "--scenario", str(path)],
+            [sys.executable, "-m", "portal_sim", "--port", str(port), "--scenario", str(path)],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

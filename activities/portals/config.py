@@ -91,6 +91,9 @@ class CoupaPortal(_Portal):
     token_path: str = "/oauth2/token"
     invoices_path: str = "/api/invoices"
     page_size: int = Field(default=50, ge=1, le=500)
+    # What this customer's instance means by "disputed": a dispute (it contests the invoice and wants a
+    # credit; the default), or a rejection (it sends invoices back that way for a fix and a resubmission).
+    disputed_status: Literal["disputed", "rejected"] = "disputed"
 
 
 class PeppolPortal(_Portal):

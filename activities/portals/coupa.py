@@ -6,7 +6,9 @@
 
 The token is cached until shortly before it expires; a 401 on a cached token (expired or revoked early)
 refreshes it once and repeats the call. Validation rejections come back at once as 422 with the portal's
-reason codes: they are PermanentErrors carrying the normalised reasons.
+reason codes: they are PermanentErrors carrying the normalised reasons. Later statuses come with the
+buyer's `dispute_reason` {code, comment}: "on_hold" is under query, "disputed" a dispute (or, for an
+instance configured `disputed_status = "rejected"`, a rejection to fix and resubmit), "voided" rejected.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from activities.portals.base import (
     transport_errors,
 )
 from activities.portals.config import CoupaPortal
-from activities.portals.status import StatusReason, UnmappedStatus, coupa_status, portal_reason
+from activities.portals.status import PortalStatus, StatusReason, UnmappedStatus, coupa_status, portal_reason
 
 log = logging.getLogger("cashcycle.portals.coupa")
 
@@ -265,6 +267,8 @@ class CoupaAdapter:
         except UnmappedStatus as exc:
             log.warning("%s: invoice %s skipped: %s", self._name, item.get("id"), exc)
             return None
+        if status is PortalStatus.DISPUTED and self._config.disputed_status == "rejected":
+            status = PortalStatus.REJECTED  # this customer's instance sends invoices back as "disputed"
         reasons: tuple[StatusReason, ...] = ()
         dispute = item.get("dispute_reason")
         if isinstance(dispute, Mapping):

@@ -7,8 +7,10 @@ cXML networks de-duplicate on payloadID, so a retry of the same pass is the same
 Back: the portal's synchronous Response (status code 2xx: received), then StatusUpdateRequest documents
 carrying an InvoiceStatus (processing, reconciled, paying, paid, rejected, canceled), either pushed to
 our endpoint (`parse_push`, answered with `push_reply`) or fetched with GetPendingRequest (`poll`).
-A rejection reason comes as the portal's code in an Extrinsic named "RejectionReasonCode" when the
-portal sends one, and as prose in Comments otherwise (see status.portal_reason).
+A `processing` status with Comments typed "query" or "dispute" is under query or disputed (cXML has no
+status of its own for either). The reason comes as the portal's code in an Extrinsic named
+"RejectionReasonCode", "DisputeReasonCode" or "QueryReasonCode" when the portal sends one, and as prose
+in Comments otherwise (see status.portal_reason).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ CXML_DTD = f"http://xml.cxml.org/schemas/cXML/{CXML_VERSION}/cXML.dtd"
 INVOICE_DTD = f"http://xml.cxml.org/schemas/cXML/{CXML_VERSION}/InvoiceDetail.dtd"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 PAYLOAD_DOMAIN = "cashcycle"
-REASON_EXTRINSICS = ("RejectionReasonCode", "ReasonCode")
+REASON_EXTRINSICS = ("RejectionReasonCode", "DisputeReasonCode", "QueryReasonCode", "ReasonCode")
 CONTENT_TYPE = "text/xml; charset=UTF-8"
 
 
@@ -361,10 +363,11 @@ def status_updates_from(
     paid_minor: int | None = None
     if invoice_status is not None:
         word = invoice_status.get("type", "")
-        status = cxml_status(word)
+        all_comments = invoice_status.findall("Comments")
+        status = cxml_status(word, [c.get("type", "") for c in all_comments])
         info = invoice_status.find("InvoiceIDInfo")
         number = info.get("invoiceID", "") if info is not None else ""
-        comments = " ".join(_text(c) for c in invoice_status.findall("Comments")).strip()
+        comments = " ".join(_text(c) for c in all_comments).strip()
         partial = invoice_status.find("PartialAmount/Money")
         if partial is not None:
             try:
@@ -380,7 +383,7 @@ def status_updates_from(
         message = status_text
         portal_status = f"Status {code}"
     reasons: tuple[StatusReason, ...] = ()
-    if reason_code or status in (PortalStatus.REJECTED, PortalStatus.UNDER_QUERY):
+    if reason_code or status in (PortalStatus.REJECTED, PortalStatus.UNDER_QUERY, PortalStatus.DISPUTED):
         reasons = (portal_reason(reason_code, message, reason_codes),)
     return [
         StatusUpdate(

@@ -116,10 +116,6 @@ def invoice_response_update(
     if response is None:
         raise PermanentError(portal, "ApplicationResponse without a DocumentResponse")
     code = response.findtext("cbc:ResponseCode", default="", namespaces=NS).strip()
-    try:
-        status = peppol_status(code)
-    except UnmappedStatus as exc:
-        raise PermanentError(portal, str(exc)) from None
     reasons: list[StatusReason] = []
     actions: list[str] = []
     said: list[str] = []
@@ -135,8 +131,12 @@ def invoice_response_update(
                 actions.append(value)
             else:
                 reasons.append(peppol_reason(value, text or "; ".join(conditions)))
+    try:
+        status = peppol_status(code, actions)  # UQ asking for a credit note is a dispute
+    except UnmappedStatus as exc:
+        raise PermanentError(portal, str(exc)) from None
     message = "; ".join(s for s in said if s)
-    if not reasons and status in (PortalStatus.REJECTED, PortalStatus.UNDER_QUERY):
+    if not reasons and status in (PortalStatus.REJECTED, PortalStatus.UNDER_QUERY, PortalStatus.DISPUTED):
         reasons.append(peppol_reason("", message))
     if reasons and all(r.code is ReasonCode.NO_ISSUE for r in reasons):
         reasons = []  # NON: "no issue", a status without a problem

@@ -5,10 +5,18 @@ Why one set: first-pass acceptance, rejections by reason and time in portal are 
 portals, and the workflow decides what to do (wait, fix, resubmit) from the status alone. Each table is a
 literal, so that a reviewer can read the whole mapping in one screen and a test can walk every row.
 
-Statuses (UNCL4343 subset used by Peppol, plus the one step cXML names and Peppol does not):
+Statuses (UNCL4343 subset used by Peppol, plus the one step cXML names and Peppol does not, and the
+dispute every portal can express but none has one code for):
 
     received  AB   in_process  IP   under_query  UQ   conditionally_accepted  CA
     rejected  RE   accepted    AP   payment_scheduled (cXML "paying")         paid  PD
+    disputed  Peppol UQ asking for a credit note (OPStatusAction CNF, CNP, CNA: use case 6c);
+              cXML processing with Comments type="dispute"; Coupa "disputed"
+
+Under query and disputed are the customer's word that it will not pay the invoice as it stands: the
+invoice workflow opens (or joins) a dispute case for both; "under query" asks a question, "disputed"
+contests the amount and wants a credit. cXML has no word for either: buyers say `processing` and type
+their Comments ("query", "dispute"; the DTD's Comments@type is there to structure comments).
 
 Reasons are Peppol's OPStatusReason codes plus DUP (duplicate invoice number), which Peppol lacks: buyers
 send duplicates as OTH with an explanation, so OTH and free text are refined from the text (see
@@ -21,7 +29,7 @@ Pure standard library: the workflow side may copy or import these tables without
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -30,6 +38,7 @@ class PortalStatus(StrEnum):
     RECEIVED = "received"
     IN_PROCESS = "in_process"
     UNDER_QUERY = "under_query"
+    DISPUTED = "disputed"
     CONDITIONALLY_ACCEPTED = "conditionally_accepted"
     REJECTED = "rejected"
     ACCEPTED = "accepted"
@@ -103,8 +112,13 @@ PEPPOL_RESPONSE_CODES: Mapping[str, PortalStatus] = {
     "PD": PortalStatus.PAID,
 }
 
-# The other way, for whoever speaks Peppol (the simulator). PAYMENT_SCHEDULED has no Peppol code.
+# The other way, for whoever speaks Peppol (the simulator). PAYMENT_SCHEDULED has no Peppol code;
+# DISPUTED is UQ with a credit action (PEPPOL_DISPUTE_ACTIONS).
 PEPPOL_CODE_OF: Mapping[PortalStatus, str] = {status: code for code, status in PEPPOL_RESPONSE_CODES.items()}
+
+# Under query, asking for a credit note (fully, partially, or a refund of what was paid): the buyer contests
+# the amount, it does not ask a question. The official use case 6c ("wrong detail, partial credit") is one.
+PEPPOL_DISPUTE_ACTIONS: frozenset[str] = frozenset({"CNF", "CNP", "CNA"})
 
 PEPPOL_REASON_CODES: Mapping[str, ReasonCode] = {
     code.value: code for code in ReasonCode if code is not ReasonCode.DUPLICATE
@@ -133,6 +147,15 @@ CXML_INVOICE_STATUS: Mapping[str, PortalStatus] = {
     "canceled": PortalStatus.REJECTED,
 }
 
+# A `processing` InvoiceStatus whose Comments are typed (Comments@type, case-insensitive) says more than
+# "in process": the buyer has a question, or contests the invoice.
+CXML_PROCESSING_COMMENTS: Mapping[str, PortalStatus] = {
+    "query": PortalStatus.UNDER_QUERY,
+    "under_query": PortalStatus.UNDER_QUERY,
+    "dispute": PortalStatus.DISPUTED,
+    "disputed": PortalStatus.DISPUTED,
+}
+
 # -- Coupa-style REST invoice status ------------------------------------------------------------------
 
 COUPA_STATUS: Mapping[str, PortalStatus] = {
@@ -145,7 +168,9 @@ COUPA_STATUS: Mapping[str, PortalStatus] = {
     "approved": PortalStatus.ACCEPTED,
     "scheduled": PortalStatus.PAYMENT_SCHEDULED,
     "paid": PortalStatus.PAID,
-    "disputed": PortalStatus.REJECTED,
+    # The buyer contests the invoice (a dispute reason with it) and wants it credited. Some instances use
+    # it to send an invoice back for a fix: a portal's `disputed_status = "rejected"` says so.
+    "disputed": PortalStatus.DISPUTED,
     "voided": PortalStatus.REJECTED,
     "abandoned": PortalStatus.REJECTED,
 }
@@ -169,6 +194,8 @@ PORTAL_REASON_CODES: Mapping[str, ReasonCode] = {
     "duplicate_invoice_number": ReasonCode.DUPLICATE,
     "payment_terms_mismatch": ReasonCode.PAYMENT_TERMS,
     "missing_attachment": ReasonCode.OTHER,
+    "delivery_short": ReasonCode.DELIVERY,
+    "quality": ReasonCode.QUALITY,
     "other": ReasonCode.OTHER,
 }
 
@@ -193,18 +220,33 @@ def reason_from_text(text: str) -> ReasonCode:
     return ReasonCode.OTHER
 
 
-def peppol_status(response_code: str) -> PortalStatus:
+def peppol_status(response_code: str, actions: Iterable[str] = ()) -> PortalStatus:
+    """A response code; UQ with a credit action (OPStatusAction CNF, CNP, CNA) is a dispute."""
     try:
-        return PEPPOL_RESPONSE_CODES[response_code.strip()]
+        status = PEPPOL_RESPONSE_CODES[response_code.strip()]
     except KeyError:
         raise UnmappedStatus(f"Peppol response code {response_code!r} is not in UNCL4343 (T111)") from None
+    if status is PortalStatus.UNDER_QUERY and PEPPOL_DISPUTE_ACTIONS & {a.strip() for a in actions}:
+        return PortalStatus.DISPUTED
+    return status
 
 
-def cxml_status(invoice_status_type: str) -> PortalStatus:
+def cxml_status(invoice_status_type: str, comment_types: Iterable[str] = ()) -> PortalStatus:
+    """An InvoiceStatus type; `processing` with typed Comments ("query", "dispute") is refined."""
     try:
-        return CXML_INVOICE_STATUS[invoice_status_type.strip()]
+        status = CXML_INVOICE_STATUS[invoice_status_type.strip()]
     except KeyError:
         raise UnmappedStatus(f"cXML InvoiceStatus type {invoice_status_type!r} is unknown") from None
+    if status is PortalStatus.IN_PROCESS:
+        refined = [
+            CXML_PROCESSING_COMMENTS[t]
+            for t in (c.strip().lower() for c in comment_types)
+            if t in CXML_PROCESSING_COMMENTS
+        ]
+        if refined:
+            # A dispute beats a question when a buyer types both.
+            return PortalStatus.DISPUTED if PortalStatus.DISPUTED in refined else refined[0]
+    return status
 
 
 def coupa_status(status: str) -> PortalStatus:
@@ -240,8 +282,14 @@ def portal_reason(code: str, text: str = "", extra: Mapping[str, str] | None = N
 
 
 def needs_fix(status: PortalStatus) -> bool:
-    """The supplier must act before the invoice can be paid (fix and resubmit, or answer a query)."""
-    return status in (PortalStatus.REJECTED, PortalStatus.UNDER_QUERY)
+    """The supplier must act before the invoice can be paid (fix and resubmit, answer a query, or settle
+    a dispute)."""
+    return status in (PortalStatus.REJECTED, PortalStatus.UNDER_QUERY, PortalStatus.DISPUTED)
+
+
+def is_disputed(status: PortalStatus) -> bool:
+    """The customer will not pay the invoice as it stands and says why: a dispute case opens (or joins)."""
+    return status in (PortalStatus.UNDER_QUERY, PortalStatus.DISPUTED)
 
 
 def is_accepted(status: PortalStatus) -> bool:

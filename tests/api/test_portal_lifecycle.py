@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.db import reading, writing
 from activities.models import LedgerEntry, LegalEntity, Notification, PortalSubmission
-from api.portal_sim import default_scenario, demo_portals_toml
+from portal_sim import default_scenario, demo_portals_toml
 from tests.conftest import portal_simulator, running_stack
 from workflows.portal_poll import PortalPollWorkflow
 from workflows.types import PortalPollRun

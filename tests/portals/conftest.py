@@ -28,7 +28,7 @@ from activities.portals.config import portals_from_mapping
 from activities.portals.coupa import CoupaAdapter
 from activities.portals.cxml import CxmlAdapter
 from activities.portals.peppol import PeppolAdapter
-from api.portal_sim import create_app
+from portal_sim import create_app
 from tests.conftest import SHARED, free_port
 
 T = TypeVar("T")

@@ -202,8 +202,9 @@ USE_CASES: dict[str, tuple[PortalStatus, tuple[ReasonCode, ...], tuple[str, ...]
     ),
     "uc006a-Under_query_missing_information": (S.UNDER_QUERY, (R.REFERENCES,), ("PIN",), "BT-13: PO0001"),
     "uc006b-Missing_PO": (S.UNDER_QUERY, (R.REFERENCES,), ("PIN",), "BT-13: PO0001"),
+    # Under query asking for a partial credit note: the buyer contests the amount, a dispute.
     "uc006c-Wrong_detail_partial_credit": (
-        S.UNDER_QUERY,
+        S.DISPUTED,
         (R.DELIVERY,),
         ("CNP",),
         "Send credit note for 3 unit",

@@ -21,7 +21,7 @@ from activities.portals.coupa import CoupaAdapter
 from activities.portals.cxml import CxmlAdapter
 from activities.portals.peppol import PeppolAdapter
 from activities.portals.status import PortalStatus, ReasonCode
-from api.portal_sim import create_app, default_scenario, demo_portals, load_scenario
+from portal_sim import create_app, default_scenario, demo_portals, load_scenario
 from tests.conftest import ROOT, free_port
 from tests.portals.conftest import (
     PushReceiver,
@@ -49,10 +49,12 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], within: float = 30) ->
     raise AssertionError(f"portal-sim did not answer on {url}")
 
 
-def test_the_cli_runs_the_simulator_with_a_scenario_on_real_time() -> None:
+@pytest.mark.parametrize("entry", [("api.cli", "portal-sim"), ("portal_sim",)], ids=["cashcycle", "module"])
+def test_the_cli_runs_the_simulator_with_a_scenario_on_real_time(entry: tuple[str, ...]) -> None:
+    """`cashcycle portal-sim` and `python -m portal_sim` (the service on its own) run the same."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "api.cli", "portal-sim", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", *entry, "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(
         [*command, "--scenario", str(SCENARIO)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -89,8 +91,15 @@ def test_the_scenario_file_and_the_default_scenario_load() -> None:
         "realtime",
         Decimal("12.50"),
     )
+    assert [(d.po_number, d.status, d.then) for d in scenario.disputes] == [
+        ("PO-9*", "disputed", "hold"),
+        ("PO-8*", "under_query", "accept"),
+    ]
     demo = default_scenario()
     assert demo.cxml.clients and demo.coupa.clients and demo.peppol.clients and demo.purchase_orders
+    # The demo's buyer disputes one purchase order and queries another; both are on file.
+    orders = {po.number for po in demo.purchase_orders}
+    assert {d.po_number for d in demo.disputes} <= orders
 
 
 def test_a_push_our_side_refused_is_retried(sim: Sim, receiver: PushReceiver) -> None:

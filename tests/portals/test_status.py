@@ -21,6 +21,7 @@ from activities.portals.status import (
     coupa_status,
     cxml_status,
     is_accepted,
+    is_disputed,
     needs_fix,
     peppol_reason,
     peppol_status,
@@ -74,7 +75,7 @@ def test_cxml_invoice_statuses_map_onto_the_normalised_statuses(word: str, statu
         ("approved", S.ACCEPTED),
         ("scheduled", S.PAYMENT_SCHEDULED),
         ("paid", S.PAID),
-        ("disputed", S.REJECTED),
+        ("disputed", S.DISPUTED),
         ("Voided", S.REJECTED),
     ],
 )
@@ -160,7 +161,7 @@ def test_peppol_other_is_refined_from_its_explanation_as_buyers_send_duplicates_
 
 
 def test_which_statuses_need_the_supplier_and_which_count_as_accepted() -> None:
-    assert {s for s in PortalStatus if needs_fix(s)} == {S.REJECTED, S.UNDER_QUERY}
+    assert {s for s in PortalStatus if needs_fix(s)} == {S.REJECTED, S.UNDER_QUERY, S.DISPUTED}
     assert {s for s in PortalStatus if is_accepted(s)} == {
         S.ACCEPTED,
         S.CONDITIONALLY_ACCEPTED,
@@ -201,3 +202,61 @@ def test_cxml_invoice_status_types_are_exactly_the_dtds_enumeration() -> None:
     found = re.search(r"<!ATTLIST InvoiceStatus\s+type\s+\(([^)]*)\)", dtd.read_text())
     assert found
     assert set(CXML_INVOICE_STATUS) == {w.strip() for w in found.group(1).split("|")}
+
+
+# -- under query and disputed: each protocol's way of saying it ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("types", "status"),
+    [
+        ((), S.IN_PROCESS),
+        (("",), S.IN_PROCESS),
+        (("query",), S.UNDER_QUERY),
+        (("Under_Query",), S.UNDER_QUERY),
+        (("dispute",), S.DISPUTED),
+        (("query", "dispute"), S.DISPUTED),
+        (("delivery",), S.IN_PROCESS),
+    ],
+)
+def test_cxml_processing_with_typed_comments_is_under_query_or_disputed(
+    types: tuple[str, ...], status: PortalStatus
+) -> None:
+    assert cxml_status("processing", types) is status
+
+
+def test_typed_comments_do_not_change_a_final_cxml_status() -> None:
+    assert cxml_status("rejected", ("dispute",)) is S.REJECTED
+    assert cxml_status("paid", ("query",)) is S.PAID
+
+
+@pytest.mark.parametrize(
+    ("actions", "status"),
+    [
+        ((), S.UNDER_QUERY),
+        (("PIN",), S.UNDER_QUERY),
+        (("NOA",), S.UNDER_QUERY),
+        (("CNP",), S.DISPUTED),
+        (("CNF",), S.DISPUTED),
+        (("PIN", "CNA"), S.DISPUTED),
+    ],
+)
+def test_peppol_under_query_asking_for_a_credit_is_a_dispute(
+    actions: tuple[str, ...], status: PortalStatus
+) -> None:
+    assert peppol_status("UQ", actions) is status
+
+
+def test_a_credit_action_does_not_make_a_rejection_a_dispute() -> None:
+    assert peppol_status("RE", ("CNF", "NIN")) is S.REJECTED
+    assert peppol_status("CA", ("CNP",)) is S.CONDITIONALLY_ACCEPTED
+
+
+def test_under_query_and_disputed_are_the_statuses_that_open_a_dispute() -> None:
+    assert {s for s in PortalStatus if is_disputed(s)} == {S.UNDER_QUERY, S.DISPUTED}
+    assert S.DISPUTED.value == "disputed" and S.UNDER_QUERY.value == "under_query"
+
+
+def test_the_new_reason_codes_name_delivery_and_quality() -> None:
+    assert portal_reason("delivery_short").code is R.DELIVERY
+    assert portal_reason("quality").code is R.QUALITY
