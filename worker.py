@@ -21,6 +21,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.approval_matrix import MatrixFile
 from activities.approvals import ApprovalActivities
+from activities.capa import CapaActivities
 from activities.checkpoints import CheckpointActivities
 from activities.db import Store, migrate, open_store, reading, writing
 from activities.delivery import MailDelivery, SmtpConfig, smtp_config
@@ -39,6 +40,7 @@ from activities.temporal import (
     ensure_search_attributes,
 )
 from activities.transitions import TransitionActivities
+from workflows.capa import CapaWorkflow
 from workflows.checkpoint import LedgerCheckpointWorkflow
 from workflows.invoice import InvoiceWorkflow
 from workflows.portal_poll import PortalPollWorkflow
@@ -47,7 +49,7 @@ log = logging.getLogger("cashcycle.worker")
 
 # Every workflow type the worker runs. Each has committed histories that tests/workflows/test_replay.py
 # replays against the current code (README: workflows that survive a release).
-WORKFLOWS = (InvoiceWorkflow, LedgerCheckpointWorkflow, PortalPollWorkflow)
+WORKFLOWS = (InvoiceWorkflow, LedgerCheckpointWorkflow, PortalPollWorkflow, CapaWorkflow)
 
 # Workflow modules that are pure (no I/O, no clock, no randomness, no mutable module state): with the
 # sandbox on, it imports them once, with the worker, instead of executing them again for every workflow
@@ -58,6 +60,8 @@ PASSTHROUGH_WORKFLOW_MODULES = (
     "workflows.errors",
     "workflows.approval",
     "workflows.checkpoint",
+    "workflows.capa_types",
+    "workflows.capa_states",
     "workflows.portal_poll",
 )
 
@@ -108,6 +112,7 @@ def build_worker(
     portals = PortalActivities(adapters, documents=document, render_ubl=render_ubl)
     polling = PortalPollActivities(store, client, adapters)
     approvals = ApprovalActivities(store, smtp, matrix, ui_base_url=settings.ui_base_url)
+    capa = CapaActivities(store)
     invoice_commands = InvoiceCommandActivities(client)
     return Worker(
         client,
@@ -125,6 +130,8 @@ def build_worker(
             checkpoints.sign_ledger_checkpoints,
             portals.submit_to_portal,
             polling.poll_and_route,
+            capa.record_capa,
+            capa.capa_recurrence,
             invoice_commands.send_invoice_command,
         ],
         activity_executor=executor,

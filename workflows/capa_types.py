@@ -215,3 +215,5 @@ class CapaTransition:
     state: CapaState
     action: str = ""  # the action the event is about ("corrective" | "preventive"), "" for the CAPA
     check: EffectivenessCheck | None = None
+    # A decider must hold one of these roles in the store (extension decisions): the activity checks it.
+    required_roles: list[str] = field(default_factory=list)

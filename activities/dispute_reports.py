@@ -1,0 +1,36 @@
+"""Dispute figures (domain.md, "Figures"): the queries behind GET /api/v1/reports/disputes and the CAPA
+effectiveness check's recurrence count. Read-only; every figure is an exact count or a sum of minor units.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import column, func, table
+from sqlalchemy import select as sa_select
+from sqlmodel import Session
+
+# The disputes part's table, as far as these figures read it (activities/disputes.py owns the model).
+_dispute = table(
+    "dispute",
+    column("legal_entity"),
+    column("customer_id"),
+    column("root_cause"),
+    column("opened_at"),
+)
+
+
+def cases_opened(
+    session: Session, legal_entity: str, customer_id: str, causes: list[str], start: datetime, end: datetime
+) -> int:
+    """Cases opened in [start, end) whose validated root cause is one of `causes` (closed cases: the root
+    cause is known at closing); one customer's, or every customer's when customer_id is ""."""
+    q = sa_select(func.count()).where(
+        _dispute.c.legal_entity == legal_entity,
+        _dispute.c.root_cause.in_(causes),
+        _dispute.c.opened_at >= start,
+        _dispute.c.opened_at < end,
+    )
+    if customer_id:
+        q = q.where(_dispute.c.customer_id == customer_id)
+    return int(session.execute(q).scalar_one())
