@@ -23,8 +23,10 @@ from activities.approval_matrix import MatrixFile
 from activities.approvals import ApprovalActivities
 from activities.capa import CapaActivities
 from activities.checkpoints import CheckpointActivities
+from activities.credit_memos import CreditMemoActivities
 from activities.db import Store, migrate, open_store, reading, writing
 from activities.delivery import MailDelivery, SmtpConfig, smtp_config
+from activities.disputes import DisputeActivities, DisputeCommands
 from activities.directory import record_policy_files
 from activities.documents import InvoiceDocument
 from activities.einvoice import document_for, render_ubl
@@ -42,14 +44,25 @@ from activities.temporal import (
 from activities.transitions import TransitionActivities
 from workflows.capa import CapaWorkflow
 from workflows.checkpoint import LedgerCheckpointWorkflow
+from workflows.dispute import DisputeWorkflow
+from workflows.credit_memo import CreditMemoWorkflow
 from workflows.invoice import InvoiceWorkflow
 from workflows.portal_poll import PortalPollWorkflow
+from workflows.write_off import WriteOffWorkflow
 
 log = logging.getLogger("cashcycle.worker")
 
 # Every workflow type the worker runs. Each has committed histories that tests/workflows/test_replay.py
 # replays against the current code (README: workflows that survive a release).
-WORKFLOWS = (InvoiceWorkflow, LedgerCheckpointWorkflow, PortalPollWorkflow, CapaWorkflow)
+WORKFLOWS = (
+    InvoiceWorkflow,
+    LedgerCheckpointWorkflow,
+    PortalPollWorkflow,
+    CapaWorkflow,
+    CreditMemoWorkflow,
+    WriteOffWorkflow,
+    DisputeWorkflow,
+)
 
 # Workflow modules that are pure (no I/O, no clock, no randomness, no mutable module state): with the
 # sandbox on, it imports them once, with the worker, instead of executing them again for every workflow
@@ -63,6 +76,14 @@ PASSTHROUGH_WORKFLOW_MODULES = (
     "workflows.capa_types",
     "workflows.capa_states",
     "workflows.portal_poll",
+    "workflows.dispute_states",
+    "workflows.dispute_types",
+    "workflows.root_causes",
+    "workflows.credit_memo_types",
+    "workflows.credit_memo_states",
+    "workflows.write_off_states",
+    "workflows.credit_memo_approval",
+    "workflows.credit_note_types",
 )
 
 
@@ -114,6 +135,8 @@ def build_worker(
     approvals = ApprovalActivities(store, smtp, matrix, ui_base_url=settings.ui_base_url)
     capa = CapaActivities(store)
     invoice_commands = InvoiceCommandActivities(client)
+    disputes = DisputeActivities(store, DisputeCommands(store, client, task_queue))
+    credit_memos = CreditMemoActivities(store, matrix)
     return Worker(
         client,
         task_queue=task_queue,
@@ -133,6 +156,12 @@ def build_worker(
             capa.record_capa,
             capa.capa_recurrence,
             invoice_commands.send_invoice_command,
+            disputes.record_dispute_transition,
+            disputes.open_dispute_from_portal,
+            credit_memos.record_resolution_transition,
+            credit_memos.submit_resolution,
+            credit_memos.issue_credit_memo,
+            credit_memos.start_rebill_invoice,
         ],
         activity_executor=executor,
         max_concurrent_activities=16,

@@ -533,12 +533,15 @@ def _next_number(session: Session, legal_entity: str, issue_date: date) -> str:
 
 
 def _render(session: Session, doc: CreditNoteDocument) -> tuple[bytes | None, bytes | None]:
-    """The credit note's UBL and PDF (activities/credit_notes.py); None where that part is not there yet."""
+    """The credit note's UBL and PDF (activities/credit_notes.py). A customer whose master data cannot make
+    an EN 16931 e-invoice (no Peppol endpoint, say) gets the PDF by mail: no UBL is kept then."""
     from activities.credit_notes import credit_note_pdf, credit_note_ubl
+    from activities.einvoice import EInvoiceError
 
     try:
         ubl: bytes | None = credit_note_ubl(session, doc)
-    except NotImplementedError:
+    except (NotImplementedError, EInvoiceError) as exc:
+        activity.logger.info("credit note %s has no UBL: %s", doc.number, exc)
         ubl = None
     try:
         pdf: bytes | None = credit_note_pdf(session, doc)
