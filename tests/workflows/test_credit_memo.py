@@ -195,7 +195,9 @@ class Memos:
         with reading(self.store) as s:
             return list(
                 s.exec(
-                    select(LedgerEntry).where(LedgerEntry.object_id == object_id).order_by(LedgerEntry.seq)
+                    select(LedgerEntry)
+                    .where(LedgerEntry.object_id == object_id)
+                    .order_by(col(LedgerEntry.seq))
                 )
             )
 
