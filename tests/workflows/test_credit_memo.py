@@ -452,7 +452,7 @@ async def test_a_write_off_is_refused_for_the_case_owner_and_for_a_cash_applier(
                 invoice_id=memos.invoice_id,
                 amount_minor=1000,
                 applied_by="cashier",
-                applied_at=datetime.now(UTC),
+                applied_at=await memos.env.get_current_time(),  # the workflows' clock
             )
         )
     handle = await memos.request_write_off(20000, dispute_owner="approver")
@@ -501,7 +501,7 @@ async def test_a_cash_applier_after_submission_is_refused_by_the_store(memos: Me
                 invoice_id=memos.invoice_id,
                 amount_minor=1000,
                 applied_by="cashier",
-                applied_at=datetime.now(UTC),
+                applied_at=await memos.env.get_current_time(),  # the workflows' clock
             )
         )
     refused = await refusal(
