@@ -1011,3 +1011,86 @@ def age_text(seconds: float) -> str:
 
 def retry_business_key(invoice_id: str, request: str) -> str:
     return f"invoice/{invoice_id}#retry#{request}"
+
+
+# -- dispute cases past their SLA (issue 11) ---------------------------------------------------------------
+
+DISPUTE_CAUSES = {
+    "dispute_past_sla": "dispute past its SLA",
+    "dispute_window_passed": "customer's dispute window passed",
+}
+
+
+@dataclass(frozen=True)
+class StuckDispute:
+    """A dispute case the tower lists: past its SLA while its clock runs, or still open after the
+    customer's own dispute window (which waiting on the customer does not pause). `why`: every reason, the
+    first one the row's cause."""
+
+    case: Any  # activities.disputes.Dispute (imported late: that module imports the workflows)
+    cause: Cause
+    why: tuple[str, ...]
+    since: datetime  # opened
+    age_seconds: float
+    weight: float  # open amount (major units) x age: the ranking, as the invoices' rows
+
+
+def _dispute_why(case: Any, now: datetime) -> list[tuple[str, str]]:
+    """(cause code, what a supervisor reads) for each way the case is late, most pressing first."""
+    found: list[tuple[str, str]] = []
+    due = _aware(case.sla_due_at) if case.sla_due_at is not None else None
+    if due is not None and due < now and case.status in ("open", "resolving"):
+        text = f"due {due.strftime('%Y-%m-%d %H:%M')} UTC, {age_text((now - due).total_seconds())} ago"
+        if case.escalation_level:
+            text += f"; escalation level {case.escalation_level}"
+        if case.status == "resolving":
+            text += "; its resolution document waits for approval"
+        found.append(("dispute_past_sla", text))
+    window = _aware(case.window_deadline) if case.window_deadline is not None else None
+    if window is not None and window < now:
+        text = f"the customer's window ended {window.strftime('%Y-%m-%d %H:%M')} UTC"
+        if case.status == "waiting_on_customer":
+            text = (
+                f"waiting on the customer ({case.waiting_reason or 'no reason given'}) past the window: "
+                + text
+            )
+        found.append(("dispute_window_passed", text))
+    return found
+
+
+def stuck_disputes(session: Session, entity_codes: list[str], now: datetime) -> list[StuckDispute]:
+    """Open dispute cases past their SLA or past the customer's window, most at stake x age first. Two
+    indexed conditions on the dispute read model (sla_due_at is empty while a case waits on the customer
+    or is resolved: its clock does not run)."""
+    from activities.disputes import OPEN_STATUSES, Dispute
+
+    if not entity_codes:
+        return []
+    cases = session.exec(
+        select(Dispute).where(
+            col(Dispute.legal_entity).in_(entity_codes),
+            col(Dispute.status).in_(OPEN_STATUSES),
+            or_(col(Dispute.sla_due_at) < now, col(Dispute.window_deadline) < now),
+        )
+    ).all()
+    rows: list[StuckDispute] = []
+    for case in cases:
+        why = _dispute_why(case, now)
+        if not why:
+            continue
+        code, detail = why[0]
+        since = _aware(case.opened_at)
+        age = max((now - since).total_seconds(), 0.0)
+        major = case.open_minor / (10 ** _exponent(case.currency))
+        rows.append(
+            StuckDispute(
+                case=case,
+                cause=Cause(code, "sla", DISPUTE_CAUSES[code], detail, CAUSE_RANK["sla"]),
+                why=tuple(text for _, text in why),
+                since=since,
+                age_seconds=age,
+                weight=major * age,
+            )
+        )
+    rows.sort(key=lambda r: (-r.weight, r.case.id))
+    return rows

@@ -40,11 +40,13 @@ from activities.stuck import (
     assemble,
     candidates_by_workflow,
     customer_names,
+    entities,
     find_breaches,
     load_sla,
     pipeline,
     role_holders,
     store_version,
+    stuck_disputes,
 )
 from api.approvals import forbidden_reason, who_may
 from api.deps import AppContext, ContextDep, CurrentUser, SessionDep, entities_for
@@ -205,6 +207,31 @@ class SlaFileOut(BaseModel):
     rules: int
 
 
+class StuckDisputeItem(BaseModel):
+    """A dispute case past its SLA or past the customer's own dispute window (issue 11)."""
+
+    dispute_id: str
+    case_number: str
+    legal_entity: str
+    customer_id: str
+    customer_name: str
+    status: str
+    cause: CauseOut = Field(description="dispute_past_sla | dispute_window_passed: the first of `why`")
+    why: list[str] = Field(description="every way the case is late, most pressing first")
+    owner: str = Field(description="the case's owner (a username); empty when unassigned")
+    coordinator: str
+    escalation_level: int
+    since: datetime = Field(description="when the case opened (what the age counts)")
+    age_seconds: int
+    age: str
+    currency: str
+    amount_at_stake: str = Field(description="what the case still disputes (its open amount)")
+    sla_due_at: datetime | None
+    window_deadline: datetime | None
+    url: str = Field(description="the case page")
+    workflow_id: str
+
+
 class StuckPage(BaseModel):
     items: list[StuckItem]
     total: int
@@ -216,6 +243,11 @@ class StuckPage(BaseModel):
     engine: EngineSummary
     sla: SlaFileOut
     as_of: datetime
+    disputes: list[StuckDisputeItem] = Field(
+        default_factory=list,
+        description="dispute cases past their SLA or the customer's window (the same filters, no paging: "
+        "the status filter, an invoice status, leaves them out)",
+    )
 
 
 class PipelineCellOut(BaseModel):
@@ -576,6 +608,59 @@ def _groups(rows: list[StuckRow], key: str) -> list[Group]:
     return sorted(groups, key=lambda g: (-g.count, g.key))
 
 
+DISPUTE_LIMIT = 200
+
+
+def disputes_of(
+    ctx: AppContext, session: Session, username: str, filters: Filters, now: datetime
+) -> list[StuckDisputeItem]:
+    """The tower's dispute rows: activities/stuck.py's stuck_disputes under the tower's filters (legal
+    entity, cause, owner; an amount floor in the entity's currency leaves out cases in another)."""
+    if filters.status:
+        return []
+    codes = entities_for(ctx, session, username, "tower:read", filters.legal_entity)
+    rows = stuck_disputes(session, codes, now)
+    if filters.cause:
+        rows = [r for r in rows if r.cause.code == filters.cause]
+    if filters.owner:
+        rows = [r for r in rows if r.case.owner == filters.owner]
+    if filters.min_amount:
+        currencies = {e.code: e.currency for e in entities(session, codes).values()}
+        rows = [
+            r
+            for r in rows
+            if r.case.currency == currencies.get(r.case.legal_entity)
+            and r.case.open_minor >= _amount_minor(filters.min_amount, r.case.currency)
+        ]
+    rows = rows[:DISPUTE_LIMIT]
+    names = customer_names(session, sorted({r.case.customer_id for r in rows}))
+    return [
+        StuckDisputeItem(
+            dispute_id=r.case.id,
+            case_number=r.case.case_number,
+            legal_entity=r.case.legal_entity,
+            customer_id=r.case.customer_id,
+            customer_name=names.get(r.case.customer_id, ""),
+            status=r.case.status,
+            cause=CauseOut(code=r.cause.code, kind=r.cause.kind, label=r.cause.label, detail=r.cause.detail),
+            why=list(r.why),
+            owner=r.case.owner,
+            coordinator=r.case.coordinator,
+            escalation_level=r.case.escalation_level,
+            since=r.since,
+            age_seconds=int(r.age_seconds),
+            age=age_text(r.age_seconds),
+            currency=r.case.currency,
+            amount_at_stake=format_minor(r.case.open_minor, r.case.currency),
+            sla_due_at=r.case.sla_due_at,
+            window_deadline=r.case.window_deadline,
+            url=f"/disputes/{r.case.id}",
+            workflow_id=r.case.workflow_id,
+        )
+        for r in rows
+    ]
+
+
 async def stuck_page(ctx: AppContext, session: Session, username: str, filters: Filters) -> StuckPage:
     ev = await evaluate_tower(ctx, session, username, filters)
     window = ev.rows[filters.offset : filters.offset + filters.limit]
@@ -604,6 +689,7 @@ async def stuck_page(ctx: AppContext, session: Session, username: str, filters: 
         ),
         sla=SlaFileOut(version=ev.sla.version, sha256=ev.sla.sha256, rules=len(ev.sla.rules)),
         as_of=ev.now,
+        disputes=disputes_of(ctx, session, username, filters, ev.now),
     )
 
 
@@ -651,7 +737,8 @@ async def stuck_workflows(
         Query(
             max_length=48,
             pattern=r"^[a-z][a-z0-9_]*$",
-            description="no_worker, workflow_task_failing, activity_retrying, or an SLA rule's id",
+            description="no_worker, workflow_task_failing, activity_retrying, an SLA rule's id, "
+            "dispute_past_sla or dispute_window_passed",
         ),
     ] = None,
     owner: Annotated[
@@ -669,7 +756,9 @@ async def stuck_workflows(
     """Every open invoice past its SLA (policies/sla.toml) or flagged by Temporal, one row each with its
     one ranked cause (no worker polling, then a failing workflow task, then an activity retrying, then the
     SLA rule), owner, age and amount at stake; sorted by amount at stake x age, the most first. Groups by
-    cause and by owner count the whole filtered set. Needs `tower:read`."""
+    cause and by owner count the whole filtered set. Dispute cases past their SLA or past the customer's
+    dispute window are in `disputes`, with why (causes dispute_past_sla, dispute_window_passed), owner,
+    age, amount at stake and the case page. Needs `tower:read`."""
     return await stuck_page(
         ctx,
         session,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.staticfiles import StaticFiles
 
-from api.pages import approvals, compliance, delegations, figures, invoices, session, tower
+from api.pages import approvals, compliance, delegations, disputes, figures, invoices, session, tower
 from api.pages.common import UI, install
 
 router = APIRouter(include_in_schema=False)
@@ -21,6 +21,7 @@ router.include_router(delegations.router)
 router.include_router(figures.router)
 router.include_router(compliance.router)
 router.include_router(tower.router)
+router.include_router(disputes.router)
 
 static = StaticFiles(directory=str(UI / "static"))
 

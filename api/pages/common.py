@@ -75,6 +75,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("Inbox", "/inbox", ("invoice:approve",)),
     NavItem("Delegations", "/delegations", ("approval:delegate",)),
     NavItem("Control tower", "/tower", ("tower:read",)),
+    NavItem("Disputes", "/disputes", ("dispute:read",)),
     NavItem("Figures", "/figures", ("report:read",)),
     NavItem("Compliance", "/compliance", ("ledger:read", "evidence:export", "access:read")),
 )

@@ -19,13 +19,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlmodel import Session
 
-from activities import queries
+from activities import disputes, queries
 from activities.db import reading
 from activities.delivery import document_context, render_invoice_pdf
 from activities.einvoice import EInvoiceError, NotIssued, document_for, render_ubl
 from activities.models import Invoice, LegalEntity
 from activities.money import format_minor
-from api.approvals import approval_chain, rules_state
+from api.approvals import approval_chain, forbidden_reason, rules_state, who_may
 from api.deps import AppContext, CurrentUserInfo
 from api.errors import AppError, Conflict
 from api.invoices import (
@@ -82,6 +82,31 @@ def action_view(
     }
 
 
+def dispute_view(ctx: AppContext, session: Session, inv: Invoice, user: PageUser) -> dict[str, Any]:
+    """The invoice's dispute: the open case holding it (a link), or the Dispute action that opens one
+    (refused with why and who can instead when the user may not open cases)."""
+    case = disputes.dispute_by_id(session, inv.dispute_id) if inv.dispute_id else None
+    if case is not None and not user.may("dispute:read", inv.legal_entity):
+        case = None
+    action = None
+    if case is None and inv.status in disputes.DISPUTABLE and user.may("invoice:read", inv.legal_entity):
+        allowed = user.may("dispute:open", inv.legal_entity)
+        action = {
+            "label": "Dispute",
+            "url": f"/disputes/new?invoice_id={inv.id}" if allowed else f"/invoices/{inv.id}/dispute",
+            "allowed": allowed,
+            "reason": "" if allowed else forbidden_reason(user.username, "dispute:open", inv.legal_entity),
+            "instead": []
+            if allowed
+            else who_may(ctx, session, inv.legal_entity, "dispute:open", but=user.username),
+        }
+    return {
+        "dispute_case": case,
+        "disputed": format_minor(inv.disputed_minor, inv.currency) if inv.disputed_minor else "",
+        "dispute_action": action,
+    }
+
+
 def invoice_context(
     ctx: AppContext, session: Session, inv: Invoice, user: PageUser, **more: Any
 ) -> dict[str, Any]:
@@ -124,6 +149,7 @@ def invoice_context(
             )
         )
     return {
+        **dispute_view(ctx, session, inv, user),
         "inv": public,
         "invoice_row": inv,
         "customer": customer,

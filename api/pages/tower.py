@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from activities.db import reading
+from activities.stuck import DISPUTE_CAUSES
 from api.deps import entities_for
 from api.pages.common import CsrfForm, PageUser, render
 from api.schemas import AMOUNT
@@ -97,7 +98,8 @@ async def _tower(
                 ("workflow_task_failing", "workflow task failing"),
                 ("activity_retrying", "activity retrying"),
             ]
-            + [(r.id, r.label) for r in sla.rules],
+            + [(r.id, r.label) for r in sla.rules]
+            + list(DISPUTE_CAUSES.items()),
             "actions": [(a, ACTION_LABELS[a]) for a in ACTIONS],
             "selected": selected or set(),
             "form": form or {},
