@@ -25,6 +25,7 @@ from activities.temporal import connect
 from api import (
     access,
     approvals,
+    capa,
     customers,
     einvoice,
     evidence,
@@ -207,6 +208,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(invoices.router)
     app.include_router(einvoice.router)
     app.include_router(payments.router)
+    app.include_router(capa.router)
     app.include_router(evidence.router)
     app.include_router(reports.router)
     app.include_router(access.router)

@@ -123,7 +123,7 @@ def extension_request_refusal(status: str, action: ActionView, username: str) ->
             f"only the owner ({action.owner}) asks for more time on the {action.kind} action",
         )
     if action.extension_pending:
-        return ("extension_pending", f"an extension of the {action.kind} action already waits for approval")
+        return ("transition_refused", f"an extension of the {action.kind} action already waits for approval")
     return None
 
 
