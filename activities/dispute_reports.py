@@ -6,18 +6,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import column, func, table
+from sqlalchemy import func
 from sqlalchemy import select as sa_select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-# The disputes part's table, as far as these figures read it (activities/disputes.py owns the model).
-_dispute = table(
-    "dispute",
-    column("legal_entity"),
-    column("customer_id"),
-    column("root_cause"),
-    column("opened_at"),
-)
+from activities.disputes import Dispute
 
 
 def cases_opened(
@@ -26,11 +19,11 @@ def cases_opened(
     """Cases opened in [start, end) whose validated root cause is one of `causes` (closed cases: the root
     cause is known at closing); one customer's, or every customer's when customer_id is ""."""
     q = sa_select(func.count()).where(
-        _dispute.c.legal_entity == legal_entity,
-        _dispute.c.root_cause.in_(causes),
-        _dispute.c.opened_at >= start,
-        _dispute.c.opened_at < end,
+        col(Dispute.legal_entity) == legal_entity,
+        col(Dispute.root_cause).in_(causes),
+        col(Dispute.opened_at) >= start,
+        col(Dispute.opened_at) < end,
     )
     if customer_id:
-        q = q.where(_dispute.c.customer_id == customer_id)
+        q = q.where(col(Dispute.customer_id) == customer_id)
     return int(session.execute(q).scalar_one())

@@ -66,9 +66,7 @@ async def test_capa_board_commands_and_refusals(stack: Stack) -> None:
     )
     run = uuid.uuid4().hex[:6]  # one Temporal server for every test: ids of their own
     first = await started(stack, f"DSP-{run}-1", initech)
-    second = await started(
-        stack, f"DSP-{run}-2", stack.customers["umbrella"], corrective_owner="supervisor"
-    )
+    second = await started(stack, f"DSP-{run}-2", stack.customers["umbrella"], corrective_owner="supervisor")
     body = await until_listed(supervisor, first)
     await until_listed(supervisor, second)
     assert body["status"] == "open" and body["corrective"]["owner"] == "collector"
