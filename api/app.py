@@ -27,6 +27,7 @@ from api import (
     approvals,
     capa,
     customers,
+    disputes,
     einvoice,
     evidence,
     invoices,
@@ -208,6 +209,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(invoices.router)
     app.include_router(einvoice.router)
     app.include_router(payments.router)
+    app.include_router(disputes.router)
     app.include_router(capa.router)
     app.include_router(evidence.router)
     app.include_router(reports.router)

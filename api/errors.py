@@ -140,6 +140,17 @@ CODES: dict[str, tuple[int, str]] = {
     "invalid_command": (422, "the workflow refused the command's content (the field is named)"),
     "over_allocation": (422, "allocations exceed the payment or an invoice's amount due"),
     "amount_exceeds_open": (422, "a disputed, credited or written-off amount above what is open"),
+    "unknown_reason_code": (
+        422,
+        "the customer's reason code is in neither their mapping nor the default one (details.known lists them)",
+    ),
+    "root_cause_required": (422, "closing a dispute needs a root cause from the taxonomy"),
+    "capa_required": (
+        422,
+        "an internal root cause needs a corrective and a preventive action, each with owner, due date and "
+        "description (the field is named)",
+    ),
+    "attachment_too_large": (413, "the attachment is over the size the store keeps (details.limit)"),
     "currency_mismatch": (422, "an invoice in another currency than the payment"),
     "unavailable": (
         503,

@@ -8,19 +8,34 @@ store first and again, authoritatively, by each workflow's validator.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from fastapi import APIRouter
+from sqlmodel import Session
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities import queries
 from activities.db import reading
+from activities.disputes import (
+    Claim,
+    DisputeCommands,
+    DisputeRefused,
+    OpenRequest,
+    case_counting_payments,
+    known_codes,
+    map_reason,
+)
+from activities.models import Customer, Invoice
 from activities.money import MoneyError, amount_to_minor, format_minor
-from api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep
-from api.errors import Conflict, Invalid, NotFound, errors, from_workflow
+from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
+from api.errors import AppError, Conflict, Invalid, NotFound, errors, from_workflow
 from api.invoices import MAX_MINOR, await_workflow
-from api.schemas import AllocationOut, PaymentCreate, PaymentPublic
+from api.schemas import AllocationOut, DeductionIn, PaymentCreate, PaymentPublic
 from workflows import states
+from workflows.dispute import DisputeWorkflow
+from workflows.dispute_types import PaymentOnCase
 from workflows.invoice import InvoiceWorkflow
 from workflows.types import Actor, PaymentApplied, PaymentCommand
 
@@ -51,6 +66,9 @@ def _minor(text: str, currency: str, field: str) -> int:
         "idempotency_key_conflict",
         "transition_refused",
         "invalid_command",
+        "amount_exceeds_open",
+        "unknown_reason_code",
+        "already_disputed",
         "unavailable",
     ),
 )
@@ -58,7 +76,10 @@ async def record_payment(
     body: PaymentCreate, ctx: ContextDep, user: CurrentUser, idempotency_key: IdempotencyKey
 ) -> PaymentPublic:
     """Record a receipt and apply it to invoices: each becomes partially_paid or paid.
-    Allocating more than the receipt, or more than an invoice's amount due, is a 422 and applies nothing."""
+    Allocating more than the receipt, or more than an invoice's amount due, is a 422 and applies nothing.
+    An allocation's `deduction` (what the customer kept back, and their reason code) opens a dispute case
+    for it, or joins the invoice's open case; a deduction above what the payment leaves due, or with a
+    reason code the customer's mapping does not know, is a 422 and applies nothing."""
     with reading(ctx.store) as session:
         customer = queries.customer_by_id(session, body.customer_id)
         if customer is None or not ctx.authorizer.check(
@@ -76,6 +97,7 @@ async def record_payment(
                 field="amount",
             )
         planned = []
+        deductions: dict[str, int] = {}
         seen: set[str] = set()
         for i, alloc in enumerate(body.allocations):
             field = f"allocations.{i}"
@@ -101,6 +123,8 @@ async def record_payment(
                 )
             amount = _minor(alloc.amount, body.currency, f"{field}.amount")
             planned.append((inv, amount))
+            if alloc.deduction is not None:
+                deductions[inv.id] = _deduction(session, customer, inv, amount, alloc.deduction, field)
         allocated = sum(a for _, a in planned)
         if allocated > total:
             raise Invalid(
@@ -182,8 +206,105 @@ async def record_payment(
             if isinstance(exc.cause, ApplicationError) and exc.cause.type == "already_applied":
                 continue  # a retry of this same payment: nothing to do twice
             raise from_workflow(exc) from None
+        await _tell_the_case(ctx, inv.id, payment_id, amount)
+    for alloc in body.allocations:
+        if alloc.deduction is not None:
+            inv = next(inv for inv, _ in planned if inv.id == alloc.invoice_id)
+            await _open_deduction(
+                ctx,
+                customer,
+                inv.id,
+                deductions[inv.id],
+                alloc.deduction.reason_code,
+                payment_id,
+                actor,
+                body.reference,
+            )
     with reading(ctx.store) as session:
         return _present(session, payment_id)
+
+
+def _deduction(
+    session: Session, customer: Customer, inv: Invoice, amount: int, d: DeductionIn, field: str
+) -> int:
+    """The deduction's amount, refused before anything is applied: more than the payment leaves due, an
+    unknown reason code."""
+    minor = _minor(d.amount, inv.currency, f"{field}.deduction.amount")
+    if amount + minor > inv.amount_due_minor:
+        raise Invalid(
+            f"{field}.deduction.amount: {format_minor(amount, inv.currency)} paid and "
+            f"{format_minor(minor, inv.currency)} deducted exceed the amount due "
+            f"{format_minor(inv.amount_due_minor, inv.currency)} on {inv.number}",
+            code="amount_exceeds_open",
+            field=f"{field}.deduction.amount",
+        )
+    if map_reason(customer, d.reason_code) is None:
+        raise Invalid(
+            f"{field}.deduction.reason_code: {d.reason_code!r} is not a code of {customer.name}",
+            code="unknown_reason_code",
+            field=f"{field}.deduction.reason_code",
+            known=known_codes(customer),
+        )
+    return minor
+
+
+async def _tell_the_case(ctx: AppContext, invoice_id: str, payment_id: str, amount: int) -> None:
+    """A payment on an invoice an open case holds: the case counts it (paid, or recovered after it was
+    found invalid). A case that ended meanwhile has nothing to count."""
+    with reading(ctx.store) as session:
+        case = case_counting_payments(session, invoice_id)
+        inv = queries.invoice_by_id(session, invoice_id)
+    if case is None or inv is None:
+        return
+    try:
+        await ctx.temporal.get_workflow_handle(case.workflow_id).signal(
+            DisputeWorkflow.payment_received,
+            PaymentOnCase(
+                invoice_id, payment_id, amount, inv.amount_due_minor, datetime.now(UTC).isoformat()
+            ),
+        )
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+
+
+async def _open_deduction(
+    ctx: AppContext,
+    customer: Customer,
+    invoice_id: str,
+    amount: int,
+    reason_code: str,
+    payment_id: str,
+    actor: Actor,
+    reference: str,
+) -> None:
+    """A deduction opens a case (source "deduction") or joins the invoice's open case, through the same
+    command code as POST /api/v1/disputes; once per payment and invoice."""
+    with reading(ctx.store) as session:
+        inv = queries.invoice_by_id(session, invoice_id)
+    assert inv is not None
+    try:
+        await await_workflow(
+            ctx,
+            DisputeCommands(ctx.store, ctx.temporal, ctx.settings.task_queue).open_or_join(
+                OpenRequest(
+                    legal_entity=customer.legal_entity,
+                    customer=customer,
+                    claims=[Claim(inv, amount)],
+                    claimed_code=reason_code,
+                    description=f"deducted from payment {reference}",
+                    source="deduction",
+                    actor=actor,
+                    request_key=f"deduction:{payment_id}:{invoice_id}",
+                )
+            ),
+        )
+    except DisputeRefused as exc:
+        err = AppError(exc.message, code=exc.code, **exc.details)
+        err.status = exc.http_status
+        raise err from None
+    except WorkflowUpdateFailedError as exc:
+        raise from_workflow(exc) from None
 
 
 def _present(session: SessionDep, payment_id: str) -> PaymentPublic:

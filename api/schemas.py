@@ -444,6 +444,11 @@ class CustomerPublic(BaseModel):
 class AllocationIn(Strict):
     invoice_id: str = Field(min_length=1, max_length=36)
     amount: Exact = Field(pattern=AMOUNT, description="decimal string > 0, in the payment's currency")
+    deduction: DeductionIn | None = Field(
+        default=None,
+        description="what the customer deducted from this invoice and why: opens a dispute case for it (or "
+        "joins the invoice's open case)",
+    )
 
 
 class PaymentCreate(Strict):
@@ -478,3 +483,215 @@ class PaymentPublic(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, Any]
+
+
+# -- disputes (issue 11) ---------------------------------------------------------------------------------
+
+REASON_CODE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
+ROOT_CAUSE_CODES = [
+    "PRC",
+    "PRM",
+    "BIL",
+    "MDM",
+    "PO",
+    "DLV",
+    "QLT",
+    "CMP",
+    "TAX",
+    "FRT",
+    "SVC",
+    "DOC",
+    "RTN",
+    "CSH",
+    "CUS",
+]
+
+
+class DisputedInvoiceBody(Strict):
+    invoice_id: str = Field(min_length=1, max_length=36)
+    amount: Exact = Field(pattern=AMOUNT, description="the disputed amount on this invoice, in its currency")
+
+
+class DisputeCreate(Strict):
+    invoices: list[DisputedInvoiceBody] = Field(min_length=1, max_length=50)
+    reason_code: Exact = Field(
+        pattern=REASON_CODE,
+        description="the customer's reason code as they gave it (mapped to ours per customer)",
+    )
+    description: str = Field(min_length=1, max_length=4000)
+
+
+class DeductionIn(Strict):
+    """A short payment the customer claims: it opens a dispute case (or joins the invoice's open one)."""
+
+    amount: Exact = Field(pattern=AMOUNT, description="decimal string > 0: what the customer deducted")
+    reason_code: Exact = Field(
+        pattern=REASON_CODE, description="the customer's reason code for the deduction"
+    )
+
+
+class DisputeNoteBody(Strict):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class DisputeAssignBody(Strict):
+    owner: str = Field(pattern=USERNAME)
+    coordinator: Exact = Field(default="", pattern=r"^$|^[A-Za-z0-9._]{1,64}$")
+    reason: str = Field(default="", max_length=2000)
+
+
+class DisputeWaitBody(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ResolutionAmountBody(Strict):
+    invoice_id: str = Field(min_length=1, max_length=36)
+    amount: Exact = Field(pattern=AMOUNT)
+
+
+class RebillLineBody(Strict):
+    description: str = Field(min_length=1, max_length=500)
+    quantity: Exact = Field(pattern=QUANTITY)
+    unit_price: Exact = Field(pattern=UNIT_PRICE)
+    tax_rate: Exact = Field(pattern=TAX_RATE)
+
+
+RESOLUTIONS = ["credit_memo", "rebill", "invalid", "withdrawn", "write_off"]
+
+
+class DisputeResolveBody(Strict):
+    kind: Annotated[
+        str,
+        StringConstraints(strip_whitespace=False),
+        one_of(RESOLUTIONS, "a resolution"),
+        WithJsonSchema({"type": "string", "enum": RESOLUTIONS}),
+    ]
+    reason: str = Field(min_length=1, max_length=2000)
+    amounts: list[ResolutionAmountBody] = Field(
+        default_factory=list,
+        max_length=50,
+        description="credit_memo / write_off: the amount per invoice (default: what is open on each)",
+    )
+    rebill_lines: list[RebillLineBody] = Field(
+        default_factory=list, max_length=200, description="rebill: the corrected invoice's lines"
+    )
+
+
+class ActionPlanBody(Strict):
+    owner: str = Field(pattern=USERNAME)
+    due: Day
+    description: str = Field(min_length=1, max_length=2000)
+
+
+VALIDITIES = ["valid", "partly_valid", "invalid"]
+
+
+class DisputeCloseBody(Strict):
+    root_cause: Annotated[
+        str,
+        StringConstraints(strip_whitespace=False),
+        one_of(ROOT_CAUSE_CODES, "a root-cause code"),
+        WithJsonSchema({"type": "string", "enum": ROOT_CAUSE_CODES}),
+    ]
+    validity: Annotated[
+        str,
+        StringConstraints(strip_whitespace=False),
+        one_of(VALIDITIES, "a validity"),
+        WithJsonSchema({"type": "string", "enum": VALIDITIES}),
+    ]
+    comment: str = Field(default="", max_length=2000)
+    corrective: ActionPlanBody | None = Field(default=None, description="required for an internal root cause")
+    preventive: ActionPlanBody | None = Field(default=None, description="required for an internal root cause")
+
+
+class DisputeAmounts(BaseModel):
+    """original = open + credited + written_off + paid + recovered."""
+
+    original: str
+    open: str
+    credited: str
+    written_off: str
+    paid: str
+    recovered: str
+
+
+class DisputeInvoiceOut(BaseModel):
+    invoice_id: str
+    number: str | None
+    status: str
+    disputed: str
+    open: str
+    amount_due: str
+    linked: bool
+
+
+class DisputeNoteOut(BaseModel):
+    seq: int
+    event: str
+    author: str
+    at: datetime
+    text: str
+    attachment: dict[str, Any] | None = Field(
+        default=None, description="filename, content_type, size, sha256 and the download path"
+    )
+
+
+class DisputeAction(BaseModel):
+    action: str
+    reason: str = ""
+    code: str = ""
+    rule: str = ""
+    who_can_instead: list[str] = Field(default_factory=list)
+
+
+class DisputeSummary(BaseModel):
+    id: str
+    case_number: str
+    legal_entity: str
+    customer_id: str
+    customer_name: str
+    currency: str
+    source: str
+    status: str
+    claimed_code: str
+    reason: str
+    reason_version: str
+    owner: str
+    coordinator: str
+    amounts: DisputeAmounts
+    escalation_level: int
+    waiting_reason: str
+    sla_due_at: datetime | None
+    past_sla: bool
+    window_deadline: datetime | None
+    resolution: str
+    root_cause: str
+    validity: str
+    capa_id: str
+    opened_by: str
+    opened_at: datetime
+    status_since: datetime
+    closed_at: datetime | None
+    workflow_id: str
+
+
+class DisputePublic(DisputeSummary):
+    description: str
+    sla_rule: str
+    invoices: list[DisputeInvoiceOut]
+    documents: list[dict[str, Any]] = Field(description="credit memos and write-offs the resolution started")
+    thread: list[DisputeNoteOut]
+    timeline: list[HistoryEntry]
+    available_actions: list[str]
+    unavailable_actions: list[DisputeAction]
+
+
+class DisputePage(BaseModel):
+    items: list[DisputeSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+AllocationIn.model_rebuild()
+PaymentCreate.model_rebuild()

@@ -669,6 +669,134 @@ def reads_the_invoice_adjustments(s: Session, d: Dataset) -> None:
     )
 
 
+DISPUTE_ID = "40000000-0000-4000-8000-000000000001"
+DISPUTE_FILE = b"%PDF-1.4 proof of delivery"
+
+
+def the_disputes(d: Dataset) -> None:
+    """0009: the case holding part of the invoice issued through the portal (0008), with a note and an
+    attachment in its thread, its number reserved for the request that opened it, its opening ledgered."""
+    workflow_id = f"dispute/{ACME}/DSP-2026-000001"
+    sha = sha256_hex_bytes(DISPUTE_FILE)
+    d.add(
+        "dispute",
+        id=DISPUTE_ID,
+        legal_entity=ACME,
+        case_number="DSP-2026-000001",
+        workflow_id=workflow_id,
+        customer_id=UMBRELLA,
+        currency="GBP",
+        source="portal",
+        status="waiting_on_customer",
+        claimed_code="PRI",
+        reason="PRC",
+        reason_version="default.toml 2026.1+000000000000",
+        description="portal coupa: disputed: price",
+        owner="collector",
+        coordinator="supervisor",
+        original_minor=5000,
+        open_minor=5000,
+        credited_minor=0,
+        written_off_minor=0,
+        paid_minor=0,
+        recovered_minor=0,
+        escalation_level=1,
+        waiting_reason="asked for the contract price list",
+        sla_due_at=None,
+        window_deadline=at(24 * 30),
+        sla_rule="disputes.toml 2026.1+000000000000: sla.PRC",
+        resolution="",
+        root_cause="",
+        validity="",
+        capa_id="",
+        opened_by="portal:coupa",
+        opened_at=at(15),
+        status_since=at(17),
+        closed_at=None,
+        updated_at=at(17),
+        transition_seq=3,
+        state_json="{}",
+    )
+    d.add(
+        "dispute_invoice",
+        dispute_id=DISPUTE_ID,
+        invoice_id=VIA_PORTAL,
+        original_minor=5000,
+        open_minor=5000,
+        linked=True,
+    )
+    d.add(
+        "dispute_request",
+        legal_entity=ACME,
+        request_key="portal:coupa-77",
+        dispute_id=DISPUTE_ID,
+        case_number="DSP-2026-000001",
+        created_at=at(15),
+    )
+    d.add("number_sequence", legal_entity=ACME, series="DSP-2026", last_value=1)
+    d.add(
+        "dispute_attachment",
+        sha256=sha,
+        size=len(DISPUTE_FILE),
+        content=DISPUTE_FILE,
+        stored_by="collector",
+        stored_at=at(16),
+    )
+    for seq, event, text, filename in [
+        (1, "open", "portal coupa: disputed: price", ""),
+        (2, "attach", "their proof", "pod.pdf"),
+        (3, "wait_on_customer", "asked for the contract price list", ""),
+    ]:
+        d.add(
+            "dispute_note",
+            dispute_id=DISPUTE_ID,
+            transition_seq=seq,
+            event=event,
+            author="collector",
+            at=at(15 + seq - 1),
+            text=text,
+            filename=filename,
+            content_type="application/pdf" if filename else "",
+            size=len(DISPUTE_FILE) if filename else 0,
+            sha256=sha if filename else "",
+        )
+    d.record(
+        "dispute",
+        DISPUTE_ID,
+        "open",
+        "system",
+        15,
+        {"case_number": "DSP-2026-000001"},
+        None,
+        "open",
+        workflow_id=workflow_id,
+    )
+
+
+def sha256_hex_bytes(content: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(content).hexdigest()
+
+
+def reads_the_disputes(s: Session, d: Dataset) -> None:
+    from activities.disputes import (
+        DisputeFilters,
+        attachment_of,
+        dispute_thread,
+        list_disputes,
+        open_case_of_invoice,
+    )
+
+    page = list_disputes(s, [ACME], DisputeFilters(status="waiting_on_customer"))
+    assert page.total == 1 and page.items[0].case_number == "DSP-2026-000001"
+    case = open_case_of_invoice(s, VIA_PORTAL)
+    assert case is not None and case.id == DISPUTE_ID and case.open_minor == 5000
+    assert [n.event for n in dispute_thread(s, DISPUTE_ID)] == ["open", "attach", "wait_on_customer"]
+    found = attachment_of(s, DISPUTE_ID, sha256_hex_bytes(DISPUTE_FILE))
+    assert found is not None and found[1].content == DISPUTE_FILE
+
+
 CREDIT_MEMO_ID = "50000000-0000-4000-8000-000000000001"
 WRITE_OFF_ID = "50000000-0000-4000-8000-000000000002"
 
@@ -889,7 +1017,9 @@ RELEASES: dict[str, Release] = {
     "0008": Release(
         the_invoice_adjustments, reads_the_invoice_adjustments, {"invoices disputed, credited or written off"}
     ),
-    "0009": Release(lambda d: None, lambda s, d: None, set()),
+    "0009": Release(
+        the_disputes, reads_the_disputes, {"dispute cases", "case numbers reserved", "attachments"}
+    ),
     "0010": Release(
         the_credit_memos_and_write_offs, reads_the_credit_memos_and_write_offs, {"credit memos", "write-offs"}
     ),
