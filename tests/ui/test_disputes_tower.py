@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import expect
@@ -35,7 +36,7 @@ async def test_a_case_past_its_sla_is_in_the_tower_with_why(ui_stack: UiStack, f
     stack = ui_stack.stack
     case, _ = await case_via_api(stack)
     supervisor = await stack.client("supervisor")
-    found: list[dict[str, object]] = []
+    found: list[dict[str, Any]] = []
     for _ in range(40):
         page = (await supervisor.get("/api/v1/workflows/stuck")).json()
         found = [d for d in page["disputes"] if d["dispute_id"] == case["id"]]
