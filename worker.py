@@ -24,6 +24,7 @@ from activities.approvals import ApprovalActivities
 from activities.capa import CapaActivities
 from activities.checkpoints import CheckpointActivities
 from activities.credit_memos import CreditMemoActivities
+from activities.credit_notes import CreditNoteActivities
 from activities.db import Store, migrate, open_store, reading, writing
 from activities.delivery import MailDelivery, SmtpConfig, smtp_config
 from activities.disputes import DisputeActivities, DisputeCommands
@@ -31,6 +32,7 @@ from activities.directory import record_policy_files
 from activities.documents import InvoiceDocument
 from activities.einvoice import document_for, render_ubl
 from activities.invoice_commands import InvoiceCommandActivities
+from activities.invoice_start import InvoiceStarter
 from activities.portals.activity import PortalActivities
 from activities.portals.base import FollowUp, PortalAdapter
 from activities.settings import Settings, get_settings
@@ -136,7 +138,10 @@ def build_worker(
     capa = CapaActivities(store)
     invoice_commands = InvoiceCommandActivities(client)
     disputes = DisputeActivities(store, DisputeCommands(store, client, task_queue))
-    credit_memos = CreditMemoActivities(store, matrix)
+    # A rebill's corrected invoice starts through the code behind POST /api/v1/invoices.
+    starter = InvoiceStarter(client, store, settings, task_queue)
+    credit_memos = CreditMemoActivities(store, matrix, rebill_starter=starter.rebill)
+    credit_notes = CreditNoteActivities(store, adapters, smtp)
     return Worker(
         client,
         task_queue=task_queue,
@@ -162,6 +167,7 @@ def build_worker(
             credit_memos.submit_resolution,
             credit_memos.issue_credit_memo,
             credit_memos.start_rebill_invoice,
+            credit_notes.deliver_credit_note,
         ],
         activity_executor=executor,
         max_concurrent_activities=16,

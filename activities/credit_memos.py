@@ -586,19 +586,15 @@ def resolution_by_id(session: Session, kind: str, document_id: str) -> CreditMem
     return session.get(WriteOff, document_id)
 
 
-def list_resolutions(
-    session: Session,
-    kind: str,
+def _filtered(
+    query: Any,
+    table: type[CreditMemo] | type[WriteOff],
     entities: list[str],
-    *,
-    status: str | None = None,
-    invoice_id: str | None = None,
-    dispute_id: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> list[CreditMemo] | list[WriteOff]:
-    table = table_for(kind)
-    query = select(table)
+    status: str | None,
+    invoice_id: str | None,
+    dispute_id: str | None,
+    customer_id: str | None,
+) -> Any:
     if "*" not in entities:
         query = query.where(col(table.legal_entity).in_(entities))
     if status:
@@ -607,8 +603,67 @@ def list_resolutions(
         query = query.where(table.invoice_id == invoice_id)
     if dispute_id:
         query = query.where(table.dispute_id == dispute_id)
+    if customer_id:
+        query = query.where(table.customer_id == customer_id)
+    return query
+
+
+def list_resolutions(
+    session: Session,
+    kind: str,
+    entities: list[str],
+    *,
+    status: str | None = None,
+    invoice_id: str | None = None,
+    dispute_id: str | None = None,
+    customer_id: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[CreditMemo] | list[WriteOff]:
+    table = table_for(kind)
+    query = _filtered(select(table), table, entities, status, invoice_id, dispute_id, customer_id)
     query = query.order_by(col(table.created_at).desc(), col(table.id)).offset(offset).limit(limit)
-    return list(session.exec(query))  # type: ignore[return-value]
+    return list(session.exec(query))
+
+
+def count_resolutions(
+    session: Session,
+    kind: str,
+    entities: list[str],
+    *,
+    status: str | None = None,
+    invoice_id: str | None = None,
+    dispute_id: str | None = None,
+    customer_id: str | None = None,
+) -> int:
+    table = table_for(kind)
+    query = _filtered(
+        select(func.count()).select_from(table), table, entities, status, invoice_id, dispute_id, customer_id
+    )
+    return int(session.exec(query).one())
+
+
+# Statuses of a document that may still lower the invoice's amount due (proposed, waiting, approved).
+PENDING = {
+    CREDIT_MEMO: ("proposed", "pending_approval", "approved", "issued"),
+    WRITE_OFF: ("requested", "pending_approval", "approved"),
+}
+
+
+def pending_on_invoice(session: Session, invoice_id: str, but: str = "") -> int:
+    """What credit memos and write-offs not yet applied hold on the invoice (its currency, minor units): a
+    new one may not take the invoice below zero with them."""
+    total = 0
+    for kind, statuses in PENDING.items():
+        table = table_for(kind)
+        total += int(
+            session.exec(
+                select(func.coalesce(func.sum(table.amount_minor), 0)).where(
+                    table.invoice_id == invoice_id, col(table.status).in_(statuses), table.id != but
+                )
+            ).one()
+        )
+    return total
 
 
 def waiting_for_roles(

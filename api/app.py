@@ -26,6 +26,7 @@ from api import (
     access,
     approvals,
     capa,
+    credit_memos,
     customers,
     disputes,
     einvoice,
@@ -209,6 +210,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(invoices.router)
     app.include_router(einvoice.router)
     app.include_router(payments.router)
+    app.include_router(credit_memos.router)
     app.include_router(disputes.router)
     app.include_router(capa.router)
     app.include_router(evidence.router)

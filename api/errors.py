@@ -85,7 +85,17 @@ class ErrorBody(BaseModel):
 CODES: dict[str, tuple[int, str]] = {
     "unauthenticated": (401, "no bearer token, or an invalid, expired or disabled user's one"),
     "forbidden": (403, "no role the caller holds in the legal entity grants the action (named in details)"),
-    "segregation_of_duties": (403, "the caller created, edited or submitted it, or approved an earlier tier"),
+    "segregation_of_duties": (
+        403,
+        "the caller created, edited or submitted it, or approved an earlier tier; for a credit memo or "
+        "write-off: proposed (requested) it, owns its dispute case, or applied cash for the customer in the "
+        "period",
+    ),
+    "cumulative_limit": (
+        403,
+        "the approver's total of credit memos (write-offs) decided for the customer in the period would pass "
+        "the bound of their tier's role (the figures are in the message)",
+    ),
     "no_authority": (403, "the caller does not hold the waiting tier's role (nor a delegation of it)"),
     "duties_conflict": (
         403,
@@ -103,6 +113,10 @@ CODES: dict[str, tuple[int, str]] = {
     "external_ref_conflict": (409, "the external_ref (or Idempotency-Key) names a customer with other data"),
     "idempotency_key_conflict": (409, "the Idempotency-Key was used for another request"),
     "not_issued": (409, "the invoice has no number yet: its e-invoice exists once it is issued"),
+    "credit_note_not_issued": (
+        409,
+        "the credit memo is not issued yet: its credit note (PDF, UBL) exists once it is approved and issued",
+    ),
     "einvoice_incomplete": (409, "master data lacks what an EN 16931 e-invoice requires (named)"),
     "ledger_broken": (409, "the ledger does not verify, so it was not signed"),
     "body_too_large": (413, "the request body is over the configured limit"),

@@ -10,29 +10,35 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import json
 import uuid
 from collections.abc import Awaitable
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Response
 from sqlmodel import Session, col, select
 from temporalio.client import (
-    WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import queries
+from activities import invoice_start, queries
 from activities.db import reading
+from activities.invoice_start import (
+    INVOICE_NAMESPACE,  # noqa: F401 (re-exported)
+    MAX_MINOR,  # noqa: F401 (re-exported: api.payments)
+    MAX_TOTAL,  # noqa: F401 (re-exported)
+    DraftRefused,
+    invoice_config,
+    invoice_input,
+    payload_hash,
+    release_instant,  # noqa: F401 (re-exported)
+    start_invoice,
+)
 from activities.models import Customer, Invoice, InvoiceLine, LegalEntity, PortalSubmission
-from activities.money import MoneyError, exponent, format_minor, line_amounts, parse_decimal, tax_by_rate
+from activities.money import format_minor
 from api.approvals import (
     ActionOption,
     approval_chain,
@@ -63,7 +69,7 @@ from api.schemas import (
 from workflows import states
 from workflows.approval import current_tier
 from workflows.errors import HTTP_STATUS
-from workflows.invoice import InvoiceWorkflow, invoice_workflow_id, search_attributes
+from workflows.invoice import InvoiceWorkflow, search_attributes
 from workflows.types import (
     Actor,
     ApproveCommand,
@@ -71,16 +77,12 @@ from workflows.types import (
     EditCommand,
     InvoiceConfig,
     InvoiceDraft,
-    InvoiceInput,
     Line,
     ReassignCommand,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["invoices"])
-INVOICE_NAMESPACE = uuid.UUID("6f1d3c52-6a8f-4e59-9d0e-0c5ad7a1c0de")
 T = TypeVar("T")
-MAX_TOTAL = 10**15  # major units of the currency, as for payments
-MAX_MINOR = 2**63 - 1  # minor units: the store's BIGINT columns and Temporal's Int64 search attributes
 
 # What every command on an invoice can answer (it goes through _command to the invoice's workflow).
 COMMAND_ERRORS = ("not_found", "forbidden", "transition_refused", "unavailable")
@@ -96,69 +98,23 @@ COMMANDS = {
 }
 
 
-def payload_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def _refused(exc: DraftRefused) -> Invalid:
+    return Invalid(exc.message, code=exc.code, field=exc.field)
 
 
 def build_lines(lines: list[LineIn], currency: str) -> list[Line]:
-    out = []
-    for i, ln in enumerate(lines):
-        try:
-            qty = parse_decimal(
-                ln.quantity, f"lines.{i}.quantity", minimum=Decimal(0), exclusive=True, maximum=Decimal("1e9")
-            )
-            price = parse_decimal(
-                ln.unit_price, f"lines.{i}.unit_price", minimum=Decimal(0), maximum=Decimal("1e12")
-            )
-            rate = parse_decimal(
-                ln.tax_rate, f"lines.{i}.tax_rate", minimum=Decimal(0), maximum=Decimal(100), max_places=4
-            )
-            amounts = line_amounts(qty, price, rate, currency)
-        except MoneyError as exc:
-            raise Invalid(f"{exc.field}: {exc}", field=exc.field) from None
-        out.append(
-            Line(ln.description, str(qty), str(price), str(rate), amounts.net_minor, amounts.tax_minor)
-        )
-    return out
-
-
-def release_instant(issue_date: date, entity: LegalEntity) -> str:
-    """Start of the issue date in the legal entity's zone, as a UTC instant."""
-    return datetime.combine(issue_date, time(0), ZoneInfo(entity.timezone)).astimezone(UTC).isoformat()
+    try:
+        return invoice_start.build_lines(lines, currency)
+    except DraftRefused as exc:
+        raise _refused(exc) from None
 
 
 def exchange_rate_for(currency: str, entity: LegalEntity, given: str | None) -> str:
     """The rate to the entity's currency: "1" for its own currency, required (and positive) otherwise."""
-    if currency == entity.currency:
-        if given is not None and (given.strip() in ("", "1") or _is_one(given)):
-            return "1"
-        if given is not None:
-            raise Invalid(
-                f"exchange_rate: an invoice in {currency}, the currency of {entity.code}, has rate 1",
-                code="exchange_rate",
-                field="exchange_rate",
-            )
-        return "1"
-    if given is None:
-        raise Invalid(
-            f"exchange_rate is required: {currency} is not {entity.code}'s currency {entity.currency}",
-            code="exchange_rate",
-            field="exchange_rate",
-        )
     try:
-        rate = parse_decimal(
-            given, "exchange_rate", minimum=Decimal(0), exclusive=True, maximum=Decimal("1e9"), max_places=10
-        )
-    except MoneyError as exc:
-        raise Invalid(f"{exc.field}: {exc}", field=exc.field) from None
-    return str(rate)
-
-
-def _is_one(text: str) -> bool:
-    try:
-        return parse_decimal(text, "exchange_rate") == 1
-    except MoneyError:
-        return False
+        return invoice_start.exchange_rate_for(currency, entity, given)
+    except DraftRefused as exc:
+        raise _refused(exc) from None
 
 
 def build_draft(
@@ -173,59 +129,26 @@ def build_draft(
     body_hash: str,
     exchange_rate: str | None = None,
 ) -> InvoiceDraft:
+    """The draft as activities/invoice_start.py builds it (the rebill's corrected invoice too); its
+    refusals as 422s naming the field."""
     try:
-        exponent(currency)
-    except MoneyError as exc:
-        raise Invalid(str(exc), field="currency") from None
-    rate = exchange_rate_for(currency, entity, exchange_rate)
-    due = due_date or date.fromordinal(issue_date.toordinal() + customer.payment_terms_days)
-    if due < issue_date:
-        raise Invalid("due_date is before issue_date", code="invalid_range", field="due_date")
-    built = build_lines(lines, currency)
-    subtotal = sum(ln.net_minor for ln in built)
-    # Per rate over the summed nets (EN 16931 BR-CO-17), not the sum of the lines' own taxes: see money.py.
-    tax = sum(tax_by_rate((Decimal(ln.tax_rate), ln.net_minor) for ln in built).values())
-    if subtotal + tax <= 0:
-        raise Invalid("the invoice total must be positive", code="invalid_amount", field="lines")
-    if subtotal + tax > min(MAX_TOTAL * 10 ** exponent(currency), MAX_MINOR):
-        # Beyond this the amounts overflow the store's BIGINT columns and the Int64 search attribute: the
-        # workflow's recording activity would retry forever.
-        raise Invalid(
-            f"the invoice total exceeds {MAX_TOTAL} {currency}", code="invalid_amount", field="lines"
+        return invoice_start.build_draft(
+            customer=customer,
+            entity=entity,
+            currency=currency,
+            issue_date=issue_date,
+            due_date=due_date,
+            po_number=po_number,
+            lines=lines,
+            body_hash=body_hash,
+            exchange_rate=exchange_rate,
         )
-    in_entity_currency = Decimal(subtotal + tax).scaleb(exponent(entity.currency) - exponent(currency))
-    if in_entity_currency * Decimal(rate) > MAX_MINOR:
-        # The approval tiers compare the total in the entity's currency, in minor units as well.
-        raise Invalid(
-            f"the invoice total at rate {rate} exceeds what {entity.currency} amounts can hold",
-            code="invalid_amount",
-            field="exchange_rate",
-        )
-    return InvoiceDraft(
-        customer_id=customer.id,
-        currency=currency,
-        issue_date=issue_date.isoformat(),
-        due_date=due.isoformat(),
-        po_number=po_number or None,
-        lines=built,
-        subtotal_minor=subtotal,
-        tax_total_minor=tax,
-        total_minor=subtotal + tax,
-        release_at=release_instant(issue_date, entity),
-        payload_hash=body_hash,
-        exchange_rate=rate,
-    )
+    except DraftRefused as exc:
+        raise _refused(exc) from None
 
 
 def workflow_config(ctx: AppContext) -> InvoiceConfig:
-    s = ctx.settings
-    return InvoiceConfig(
-        record_timeout_seconds=s.record_timeout_seconds,
-        delivery_timeout_seconds=s.delivery_timeout_seconds,
-        delivery_retry_max_interval_seconds=s.delivery_retry_max_interval_seconds,
-        approval_reminder_seconds=s.approval_reminder_seconds,
-        approval_escalation_seconds=s.approval_escalation_seconds,
-    )
+    return invoice_config(ctx.settings)
 
 
 _UNREAD: Any = object()  # present(): "not read yet" (None is a portal pass that is not there)
@@ -437,38 +360,17 @@ async def create_invoice(
             body_hash=body_hash,
             exchange_rate=body.exchange_rate,
         )
-    workflow_id = invoice_workflow_id(customer.legal_entity, body.external_id)
-    inp = InvoiceInput(
-        invoice_id=str(uuid.uuid5(INVOICE_NAMESPACE, workflow_id)),
-        legal_entity=customer.legal_entity,
-        external_id=body.external_id,
-        draft=draft,
-        actor=Actor(user.username, grant.roles, grant.rule),
-        request_id=idempotency_key or str(uuid.uuid4()),
-        config=workflow_config(ctx),
-    )
-    start = WithStartWorkflowOperation(
-        InvoiceWorkflow.run,
-        inp,
-        id=workflow_id,
-        task_queue=ctx.settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        # Searchable from the start, in the visibility write the start makes anyway.
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(update.key, update.value)
-                for update in search_attributes(
-                    "draft", inp.legal_entity, draft, draft.total_minor, datetime.now(UTC)
-                )
-            ]
-        ),
+    inp = invoice_input(
+        customer.legal_entity,
+        body.external_id,
+        draft,
+        Actor(user.username, grant.roles, grant.rule),
+        idempotency_key or str(uuid.uuid4()),
+        workflow_config(ctx),
     )
     try:
         state = await await_workflow(
-            ctx,
-            ctx.temporal.execute_update_with_start_workflow(
-                InvoiceWorkflow.await_created, start_workflow_operation=start
-            ),
+            ctx, start_invoice(ctx.temporal, ctx.settings.task_queue, inp, search_attributes)
         )
     except WorkflowUpdateFailedError as exc:
         raise from_workflow(exc) from None

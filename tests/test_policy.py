@@ -86,6 +86,19 @@ EXPECTED: dict[str, set[str]] = {
     },
     "admin": {"access:read", "access:grant"},
 }
+# Credit memos and write-offs (issue 11): proposed / requested by those who work cases, approved by the
+# approval roles (the matrix's tiers decide which), read by them and by compliance.
+RESOLUTION_ACTIONS: dict[str, set[str]] = {
+    "collector": {"credit_memo:propose", "credit_memo:read", "write_off:request", "write_off:read"},
+    "ar_supervisor": {"credit_memo:propose", "credit_memo:read", "write_off:request", "write_off:read"},
+    "ar_preparer": {"credit_memo:propose", "credit_memo:read"},
+    "ar_approver": {"credit_memo:approve", "credit_memo:read", "write_off:approve", "write_off:read"},
+    "finance_manager": {"credit_memo:approve", "credit_memo:read", "write_off:approve", "write_off:read"},
+    "controller": {"credit_memo:approve", "credit_memo:read", "write_off:approve", "write_off:read"},
+    "compliance": {"credit_memo:read", "write_off:read"},
+}
+for _role, _actions in RESOLUTION_ACTIONS.items():
+    EXPECTED[_role] |= _actions
 ACTIONS = sorted(set().union(*EXPECTED.values()))
 ROLES = sorted(EXPECTED)
 HOME, ELSEWHERE = "ACME", "GLOBEX"

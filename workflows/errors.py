@@ -21,6 +21,14 @@ HTTP_STATUS: dict[str, int] = {
     "invalid_command": 422,
     "over_allocation": 422,
     "currency_mismatch": 422,
+    # Issue 11: disputes, credit memos and write-offs (and the invoice commands they send).
+    "cumulative_limit": 403,
+    "amount_exceeds_open": 422,
+    "already_disputed": 409,
+    "not_disputed": 409,
+    "unknown_reference": 422,
+    "root_cause_required": 422,
+    "capa_required": 422,
 }
 
 
