@@ -500,6 +500,14 @@ class InvoiceWorkflow:
         for this handler's lock: the activity only starts the case, it never waits for the invoice."""
         if not states.can(self._status, Event.DISPUTE):
             return
+        try:
+            await self._start_portal_dispute(u)
+        except ActivityError as exc:
+            # Refused for good (nothing due any more, say): the portal's word is in the ledger already, and
+            # a collector opens a case by hand if one is needed. Never let it end the invoice's workflow.
+            workflow.logger.warning("no dispute case opened from the portal: %s", exc.cause or exc)
+
+    async def _start_portal_dispute(self, u: PortalUpdate) -> None:
         await workflow.execute_activity(
             "open_dispute_from_portal",
             PortalDisputeRequest(
