@@ -300,6 +300,13 @@ def approval_chain(inv: Invoice) -> ApprovalChain:
 
 
 class InboxItem(BaseModel):
+    """An invoice, credit memo or write-off waiting for the caller (`kind`); for a credit memo or write-off
+    the invoice fields name the invoice it lowers and `total` is its own amount."""
+
+    kind: Literal["invoice", "credit_memo", "write_off"] = "invoice"
+    document_id: str = Field(default="", description="the credit memo's or write-off's id (invoice: its id)")
+    url: str = Field(default="", description="its page in the web UI")
+    reason: str = Field(default="", description="a credit memo's or write-off's reason")
     invoice_id: str
     external_id: str
     number: str | None = None
@@ -318,6 +325,7 @@ class InboxItem(BaseModel):
 
 
 SlaState = Literal["on_time", "reminded", "escalated"]
+InboxKind = Literal["invoice", "credit_memo", "write_off"]
 INBOX_MAX_LIMIT = 500
 INBOX_MAX_OFFSET = 1_000_000
 
@@ -357,12 +365,30 @@ def approval_inbox_page(
     po_number: str | None = None,
     tier: int | None = None,
     sla: str | None = None,
+    kind: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> Inbox:
-    """What `username` may approve now, longest waiting first: the store filters (status, legal entity,
-    the waiting tier's role, segregation of duties, the search), and each invoice of the page is checked
-    again with the approval rules (a reassigned tier, a delegator barred), as the command will be."""
+    """What `username` may approve now: credit memos and write-offs first (api.credit_memos
+    resolution_inbox: few, each checked with the store's facts), then invoices; each kind longest waiting
+    first. For invoices the store filters (status, legal entity, the waiting tier's role, segregation of
+    duties, the search), and each invoice of the page is checked again with the approval rules (a
+    reassigned tier, a delegator barred), as the command will be. `kind` keeps one kind; a PO number or an
+    SLA state past on time keeps invoices only (documents have neither)."""
+    from api.credit_memos import resolution_inbox
+
+    documents: list[InboxItem] = []
+    if kind != "invoice" and not po_number and sla in (None, "on_time"):
+        documents = [
+            InboxItem(**d)
+            for d in resolution_inbox(
+                ctx, session, username, search=search, customer_id=customer_id, tier=tier
+            )
+            if kind in (None, d["kind"])
+        ]
+    shown = documents[offset : offset + limit]
+    if kind not in (None, "invoice"):
+        return Inbox(shown, len(documents))
     page = queries.approval_inbox(
         session,
         username,
@@ -372,10 +398,10 @@ def approval_inbox_page(
         po_number=po_number,
         tier=tier,
         sla=sla,
-        limit=limit,
-        offset=offset,
+        limit=limit - len(shown),
+        offset=max(0, offset - len(documents)),
     )
-    items: list[InboxItem] = []
+    items: list[InboxItem] = list(shown)
     for row in page.rows:
         inv = row.invoice
         option = _approve_option(ctx, session, inv, username)
@@ -383,6 +409,8 @@ def approval_inbox_page(
             continue
         items.append(
             InboxItem(
+                document_id=inv.id,
+                url=f"/invoices/{inv.id}",
                 invoice_id=inv.id,
                 external_id=inv.external_id,
                 number=inv.number,
@@ -400,7 +428,7 @@ def approval_inbox_page(
                 matrix_version=inv.matrix_version,
             )
         )
-    return Inbox(items, page.total - (len(page.rows) - len(items)))
+    return Inbox(items, len(documents) + page.total - (len(page.rows) - (len(items) - len(shown))))
 
 
 @router.get(
@@ -433,13 +461,16 @@ async def approval_inbox(
     po_number: Annotated[str | None, Query(max_length=100, description="part of the PO number")] = None,
     tier: Annotated[int | None, Query(ge=1, le=20)] = None,
     sla: Annotated[SlaState | None, Query()] = None,
+    kind: Annotated[InboxKind | None, Query(description="one kind only")] = None,
     limit: Annotated[int, Query(ge=1, le=INBOX_MAX_LIMIT)] = 100,
     offset: Annotated[int, Query(ge=0, le=INBOX_MAX_OFFSET)] = 0,
 ) -> list[InboxItem]:
-    """Invoices waiting at a tier the caller may approve now (own role or a delegation in force), and
-    that segregation of duties does not bar them from; longest waiting first. Filters: `q` (invoice
-    number, external id, PO or customer name), `customer_id`, `po_number`, `tier`, `sla`; at most `limit`
-    items (default 100) from `offset`, and `X-Total-Count` says how many there are in all."""
+    """Invoices, credit memos and write-offs waiting at a tier the caller may approve now (own role or,
+    for invoices, a delegation in force), and that segregation of duties does not bar them from: credit
+    memos and write-offs first (`kind` says which, `url` links its page), then invoices, each longest
+    waiting first. Filters: `q` (invoice number, external id, PO or customer name), `customer_id`,
+    `po_number`, `tier`, `sla`, `kind`; at most `limit` items (default 100) from `offset`, and
+    `X-Total-Count` says how many there are in all."""
     inbox = approval_inbox_page(
         ctx,
         session,
@@ -449,6 +480,7 @@ async def approval_inbox(
         po_number=po_number,
         tier=tier,
         sla=sla,
+        kind=kind,
         limit=limit,
         offset=offset,
     )

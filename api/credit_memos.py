@@ -36,6 +36,7 @@ from activities.credit_memos import (
     resolution_history,
     sod_facts,
     state_of,
+    waiting_for_roles,
 )
 from activities.db import reading
 from activities.invoice_start import DraftRefused, build_draft, build_lines, payload_hash
@@ -1262,3 +1263,76 @@ async def cancel_write_off(
     return await command(
         ctx, user.username, WRITE_OFF, write_off_id, "cancel", _reason(body), idempotency_key
     )
+
+
+# -- the approvers' inbox -----------------------------------------------------------------------------------
+
+
+def resolution_inbox(
+    ctx: AppContext,
+    session: Session,
+    username: str,
+    *,
+    search: str | None = None,
+    customer_id: str | None = None,
+    tier: int | None = None,
+) -> list[dict[str, Any]]:
+    """Credit memos and write-offs waiting at a tier `username` may approve now, longest waiting first, as
+    the inbox lists them: the store's pre-filter (status, the waiting role held in the entity, the people
+    the state bars), then each checked with the approval rules and the store's facts, as the command will
+    be (a cash applier of the customer, the cumulative limit)."""
+    found: list[dict[str, Any]] = []
+    for kind in (CREDIT_MEMO, WRITE_OFF):
+        roles: dict[str, set[str]] = {}
+        entities = queries.entities_of(session, username)
+        if "*" in entities:
+            entities = queries.legal_entity_codes(session)
+        for entity in entities:
+            if ctx.authorizer.check(username, entity, permission(kind, "approve")):
+                roles[entity] = set(ctx.authorizer.roles(username, entity))
+        if not roles:
+            continue
+        for row in waiting_for_roles(session, kind, roles, username):
+            if customer_id and row.customer_id != customer_id:
+                continue
+            if tier is not None and row.waiting_tier != tier:
+                continue
+            option = action_option(ctx, session, row, username, "approve")
+            if not option.allowed:
+                continue
+            inv = session.get(Invoice, row.invoice_id)
+            customer = session.get(Customer, row.customer_id)
+            number = (inv.number if inv else None) or ""
+            external = inv.external_id if inv else ""
+            name = customer.name if customer else ""
+            if search and search.strip():
+                needle = search.strip().lower()
+                haystack = " ".join([number, external, name, row.id, row.reason]).lower()
+                if needle not in haystack:
+                    continue
+            state = _state(row)
+            found.append(
+                {
+                    "kind": kind,
+                    "document_id": row.id,
+                    "url": f"/{'credit-memos' if kind == CREDIT_MEMO else 'write-offs'}/{row.id}",
+                    "reason": row.reason,
+                    "invoice_id": row.invoice_id,
+                    "external_id": external,
+                    "number": number or None,
+                    "customer_id": row.customer_id,
+                    "customer_name": name,
+                    "po_number": inv.po_number if inv else None,
+                    "currency": row.currency,
+                    "total": format_minor(row.amount_minor, row.currency),
+                    "tier": option.tier or row.waiting_tier,
+                    "role": row.waiting_role,
+                    "on_behalf_of": None,
+                    "waiting_since": _aware(row.waiting_since),
+                    "escalated": False,
+                    "sla": "on_time",
+                    "matrix_version": state.plan.matrix_version if state.plan else None,
+                }
+            )
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return sorted(found, key=lambda d: (d["waiting_since"] or epoch, d["document_id"]))

@@ -10,13 +10,24 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.staticfiles import StaticFiles
 
-from api.pages import approvals, compliance, delegations, disputes, figures, invoices, session, tower
+from api.pages import (
+    approvals,
+    compliance,
+    credit_memos,
+    delegations,
+    disputes,
+    figures,
+    invoices,
+    session,
+    tower,
+)
 from api.pages.common import UI, install
 
 router = APIRouter(include_in_schema=False)
 router.include_router(session.router)
 router.include_router(approvals.router)
 router.include_router(invoices.router)
+router.include_router(credit_memos.router)
 router.include_router(delegations.router)
 router.include_router(figures.router)
 router.include_router(compliance.router)

@@ -1,5 +1,6 @@
 """The approver's inbox: what the user may approve now, longest waiting first, with filters, search and
-pagination; approve from the list (behind a confirmation) or open the invoice to read it first.
+pagination; approve from the list (behind a confirmation) or open the invoice to read it first. Credit
+memos and write-offs waiting for the user come first, marked by kind, each linking its own page.
 
 The list is the JSON inbox's (api.approvals.approval_inbox_page: the same query, the same rules); the
 approve buttons post to the invoice page's command handler, which calls the API's command code."""
@@ -22,6 +23,7 @@ router = APIRouter()
 
 PAGE_SIZES = (25, 50, 100)
 SLA_LABELS = {"on_time": "on time", "reminded": "reminded", "escalated": "escalated"}
+KINDS = {"invoice": "invoice", "credit_memo": "credit memo", "write_off": "write-off"}
 
 
 @router.get("/inbox")
@@ -62,6 +64,7 @@ async def inbox(
             "tier": tier_n,
             "sla": sla_state,
             "sla_labels": SLA_LABELS,
+            "kinds": KINDS,
             "filtered": bool(filters),
             "base_query": urlencode(filters),
             "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
