@@ -10,6 +10,7 @@ import asyncio
 import email
 import email.policy
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
@@ -36,7 +38,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from activities.converter import DATA_CONVERTER
 from activities.db import Store, migrate, open_store, writing
 from activities.directory import add_user, create_customer, ensure_legal_entity, grant, hash_password
-from activities.models import Customer, CustomerBase, LegalEntity
+from activities.models import Customer, CustomerBase, LegalEntity, NumberSequence
 from activities.settings import Settings
 from api.app import create_app
 from api.cli import TOWER_DYNAMIC_CONFIG
@@ -159,6 +161,17 @@ def acme_today() -> date:
     return datetime.now(ZoneInfo("Europe/Paris")).date()
 
 
+def own_case_numbers(s: Session) -> None:
+    """Each store's dispute cases numbered apart from every other test's: a case's workflow id is its legal
+    entity and number (`dispute/ACME/DSP-2026-000001`), and the tests share one Temporal server per worker
+    process, where an earlier test's case (on a task queue nobody polls any more) still runs under the same
+    id. Production has one store per Temporal namespace; tests have hundreds."""
+    year = datetime.now(UTC).year
+    for entity in ("ACME", "GLOBEX"):
+        for series in (f"DSP-{year}", f"DSP-{year + 1}"):
+            s.add(NumberSequence(legal_entity=entity, series=series, last_value=secrets.randbelow(900_000)))
+
+
 def seed_cast(store: Store) -> dict[str, str]:
     """Legal entities ACME (EUR, Paris) and GLOBEX (USD), the cast, and three customers."""
     with writing(store) as s:
@@ -186,6 +199,7 @@ def seed_cast(store: Store) -> dict[str, str]:
                 grant(s, username, role, "ACME", "test")
         grant(s, "globex_approver", "ar_approver", "GLOBEX", "test")
         grant(s, "erp", "erp_integration", "GLOBEX", "test")
+        own_case_numbers(s)
         ids = {}
         for key, entity, name, cur, terms, mail in [
             ("initech", "ACME", "Initech GmbH", "EUR", 30, "ap@initech.example"),

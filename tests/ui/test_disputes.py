@@ -8,35 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.async_api import expect
 
-from activities.db import writing
-from activities.models import NumberSequence
 from tests.api.test_disputes import delivered, open_case
 from tests.conftest import Stack
 from tests.ui.conftest import UiStack, both_widths
 from tests.ui.pages import action_on, page, page_client, text
-
-
-@pytest.fixture(autouse=True)
-def own_case_numbers(ui_stack: UiStack) -> None:
-    """Each test's cases numbered apart from every other test's: a case's workflow id is its legal entity
-    and number, and the tests share one Temporal server, where the case of an earlier test (on a task
-    queue nobody polls any more) still runs under the same id."""
-    with writing(ui_stack.stack.store) as s:
-        s.add(
-            NumberSequence(
-                legal_entity="ACME",
-                series=f"DSP-{datetime.now(UTC).year}",
-                last_value=secrets.randbelow(900_000),
-            )
-        )
 
 
 async def case_via_api(
