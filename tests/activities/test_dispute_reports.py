@@ -11,6 +11,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from activities.capa import Capa
 from activities.db import Store, reading, writing
@@ -95,13 +96,13 @@ class Case:
         return self.state.dispute_id
 
     def record(
-        self, event: str, to: str, when: datetime, from_status: str | None = "", **changes: object
+        self, event: str, to: str, when: datetime, from_status: str | None = "", **changes: Any
     ) -> Case:
         prev = self.state.status
         seq = self.state.transition_seq + 1
         self.state = replace(
             self.state, status=to, transition_seq=seq, status_since=when.isoformat(), **changes
-        )  # type: ignore[arg-type]
+        )
         with writing(self.store) as s:
             record_dispute(
                 s,
@@ -201,9 +202,9 @@ def november(into: Store) -> dict[str, Case]:
     )
     cases["C"] = c.close(at(11, 16), "CUS", "invalid")
 
-    d = Case(into, UMBRELLA, "USD", "manual", "QLT", at(11, 28, 12), 10000)
-    d.record("resolve", "resolved", at(11, 30), amounts=d.amounts(open_minor=0, credited_minor=10000))
-    cases["D"] = d.close(at(12, 1, 6), "QLT", "partly_valid")
+    dd = Case(into, UMBRELLA, "USD", "manual", "QLT", at(11, 28, 12), 10000)
+    dd.record("resolve", "resolved", at(11, 30), amounts=dd.amounts(open_minor=0, credited_minor=10000))
+    cases["D"] = dd.close(at(12, 1, 6), "QLT", "partly_valid")
 
     e = Case(into, INITECH, "EUR", "deduction", "DLV", at(11, 25), 500, sla_due=at(12, 5))
     cases["E"] = e.record(
