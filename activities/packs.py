@@ -40,6 +40,7 @@ from activities.controls import (
     Item,
     TestContext,
     load_catalogue,
+    prepare_context,
     run_tests,
 )
 from activities.db import Store, reading, writing
@@ -115,7 +116,16 @@ def _amount(event: str, payload: dict[str, Any]) -> tuple[int | None, str]:
     if isinstance(payment, dict) and isinstance(payment.get("amount_minor"), int):
         return payment["amount_minor"], currency
     total = payload.get("total_minor")
-    return (total if isinstance(total, int) else None), currency
+    if isinstance(total, int):
+        return total, currency
+    # A credit memo's or write-off's amount; a dispute case's original disputed amount.
+    amount = payload.get("amount_minor")
+    if isinstance(amount, int):
+        return amount, currency
+    amounts = payload.get("amounts")
+    if isinstance(amounts, dict) and isinstance(amounts.get("original"), int):
+        return amounts["original"], currency
+    return None, currency
 
 
 def _bounds(session: Session, entity: str, start: date, end: date) -> tuple[str, str, str]:
@@ -277,6 +287,8 @@ def build_pack(
                     .order_by(col(LedgerEntry.seq))
                 ).scalars()
                 ctx.extra.setdefault("access_history", []).extend(Item.from_row(r) for r in access)
+            # What the control's tests need beyond each object's own history (other objects, the store).
+            prepare_context(session, control, entity, [s for s in sample if s.legal_entity == entity], ctx)
 
     sample_rows: list[list[Any]] = []
     sample_jsonl: list[str] = []
