@@ -12,9 +12,11 @@ from fastapi.staticfiles import StaticFiles
 
 from api.pages import (
     approvals,
+    capa,
     compliance,
     credit_memos,
     delegations,
+    dispute_figures,
     disputes,
     figures,
     invoices,
@@ -33,6 +35,8 @@ router.include_router(figures.router)
 router.include_router(compliance.router)
 router.include_router(tower.router)
 router.include_router(disputes.router)
+router.include_router(dispute_figures.router)
+router.include_router(capa.router)
 
 static = StaticFiles(directory=str(UI / "static"))
 

@@ -76,6 +76,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("Delegations", "/delegations", ("approval:delegate",)),
     NavItem("Control tower", "/tower", ("tower:read",)),
     NavItem("Disputes", "/disputes", ("dispute:read",)),
+    NavItem("CAPA", "/capa", ("capa:read",)),
     NavItem("Figures", "/figures", ("report:read",)),
     NavItem("Compliance", "/compliance", ("ledger:read", "evidence:export", "access:read")),
 )
