@@ -102,7 +102,7 @@ def dispute_charts(r: DisputeReport, period: Period) -> dict[str, Any]:
                 "values": [p.value_minor],
                 "texts": [
                     f"{format_minor(p.value_minor, p.currency)} {p.currency}"
-                    f" (cumulative {percent(p.cumulative_share)})"
+                    f" \u00b7 {percent(p.cumulative_share)} cumulative"
                 ],
                 "row": p,
                 "href": _board(period, root_cause=p.root_cause, status="closed"),
