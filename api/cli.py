@@ -138,6 +138,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         # The SLAs of policies/sla.toml in minutes: the demo's waiting invoices are past them minutes after
         # the start, not days (a file the user sets is kept).
         env["CASHCYCLE_SLA_FILE"] = os.environ["CASHCYCLE_SLA_FILE"] = str(demo_sla)  # (seeding names it)
+    demo_disputes = demo_sla.with_name("disputes-demo.toml")
+    if args.demo and not env.get("CASHCYCLE_DISPUTES_FILE") and demo_disputes.exists():
+        # The dispute SLAs in minutes and a CAPA effectiveness window of minutes: cases past their SLA and
+        # CAPAs checked during a demo session (read by activities/disputes.py in the API and the worker).
+        env["CASHCYCLE_DISPUTES_FILE"] = str(demo_disputes)
     namespace = env.get("TEMPORAL_NAMESPACE", "default")
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     logs = data_dir / "logs"
@@ -219,6 +224,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.demo:
             print(f"  Demo users (password {DEMO_PASSWORD}): {', '.join(u for u, _ in DEMO_USERS)}")
             print(f"  SLAs                  {env.get('CASHCYCLE_SLA_FILE') or 'policies/sla.toml'}")
+            print(f"  Dispute policy        {env.get('CASHCYCLE_DISPUTES_FILE') or 'policies/disputes.toml'}")
         print("Press Ctrl-C to stop.", flush=True)
         stop = {"now": False}
 

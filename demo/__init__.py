@@ -7,6 +7,7 @@ part of it (it drives Cashcycle through its HTTP API, as the ERP and the AR team
     seed.py     seeding through the API and the workflows: `seed_if_empty`
     portals.py  the customers behind the simulated procurement portals
     stuck.py    the invoices left stuck for real reasons, for the supervisor's control tower
+    disputes.py dispute cases in every status, credit memos and write-offs, CAPAs (open, done, checked)
 """
 
 from demo.client import wait_healthy
@@ -19,7 +20,7 @@ from demo.company import (
     DemoCustomer,
 )
 from demo.plan import DEMO_STATUSES, plan_invoices
-from demo.portals import PORTAL_CUSTOMERS, PORTAL_INVOICES
+from demo.portals import PORTAL_CUSTOMERS, PORTAL_DISPUTED_INVOICES, PORTAL_INVOICES
 from demo.seed import seed_if_empty
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "DEMO_STATUSES",
     "DEMO_USERS",
     "PORTAL_CUSTOMERS",
+    "PORTAL_DISPUTED_INVOICES",
     "PORTAL_INVOICES",
     "DemoCustomer",
     "plan_invoices",

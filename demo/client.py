@@ -69,11 +69,27 @@ class DemoApi:
         headers = {"Authorization": f"Bearer {self.tokens[username]}"}
         if key:
             headers["Idempotency-Key"] = key
+        return await self._send(username, method, path, headers, {"json": body})
+
+    async def upload(
+        self, username: str, path: str, file: tuple[str, bytes, str], text: str, key: str | None = None
+    ) -> dict[str, Any]:
+        """POST one file (name, bytes, content type) as a multipart form, with a `text`."""
+        headers = {"Authorization": f"Bearer {self.tokens[username]}"}
+        if key:
+            headers["Idempotency-Key"] = key
+        return await self._send(
+            username, "POST", path, headers, {"files": {"file": file}, "data": {"text": text}}
+        )
+
+    async def _send(
+        self, username: str, method: str, path: str, headers: dict[str, str], content: dict[str, Any]
+    ) -> dict[str, Any]:
         problem = ""
         for attempt in range(6):
             try:
                 async with self.semaphore:
-                    r = await self.client.request(method, path, json=body, headers=headers)
+                    r = await self.client.request(method, path, headers=headers, **content)
             except httpx.TransportError as exc:
                 problem = f"{exc.__class__.__name__}: {exc}"
             else:

@@ -56,6 +56,14 @@ PORTAL_INVOICES: list[tuple[int, str, list[tuple[str, str, str]], str]] = [
     (1, "PO-9999", [(_CONSULTING[0], "3", _CONSULTING[1])], "rejected: unknown PO"),
     (1, "PO-4712", [(_TRAVEL[0], "1", _TRAVEL[1])], "accepted"),
 ]
+# Initech's project office answers through the portal with a dispute (portal_sim's demo scenario): the rate
+# on PO-4715 is contested (held until a credit note for the difference arrives), the hours of PO-4716 are
+# put under query (approved a minute later). Each opens a dispute case with the portal as its source, a
+# review (30 s) and a poll (10 s) after the invoice is sent.
+PORTAL_DISPUTED_INVOICES: list[tuple[int, str, list[tuple[str, str, str]], str]] = [
+    (0, "PO-4715", [(_CONSULTING[0], "8", _CONSULTING[1])], "disputed: rate above the framework's 120.00"),
+    (0, "PO-4716", [(_CONSULTING[0], "10", _CONSULTING[1])], "under query: timesheets asked, then approved"),
+]
 
 
 async def seed_portals(api: DemoApi, out: Progress) -> None:
@@ -67,7 +75,7 @@ async def seed_portals(api: DemoApi, out: Progress) -> None:
         created = await api.call("erp", "POST", "/api/v1/customers", body)
         ids.append(created["id"])
     today = date.today().isoformat()
-    for n, (customer, po, lines, _fate) in enumerate(PORTAL_INVOICES, start=1):
+    for n, (customer, po, lines, _fate) in enumerate(PORTAL_INVOICES + PORTAL_DISPUTED_INVOICES, start=1):
         key = f"demo-portal-{n}"
         inv = await api.call(
             "erp",
@@ -93,4 +101,8 @@ async def seed_portals(api: DemoApi, out: Progress) -> None:
                 SIGNER[step["role"]], "POST", f"{base}/approve", {"tier": step["tier"]}, key=f"{key}-approve"
             )
         await wait_sent(api, inv["id"], f"BILL-PORTAL-{n:04d}", 120)
-    out.say(f"portals: {len(PORTAL_INVOICES)} invoices sent to Initech's portals (Coupa-style, cXML)")
+    out.say(
+        f"portals: {len(PORTAL_INVOICES) + len(PORTAL_DISPUTED_INVOICES)} invoices sent to Initech's portals "
+        f"(Coupa-style, cXML); {len(PORTAL_DISPUTED_INVOICES)} of them the buyer will dispute or query "
+        "(cases opened from the portal within a minute)"
+    )

@@ -9,7 +9,9 @@ could have produced.
 Invoices are created in issue-date order, one at a time, so that their numbers are reproducible and
 chronological; the moves that follow (submit, approve, void, payments) run concurrently, bounded by a
 semaphore. Then the customers behind portals, and last the invoices left stuck for the control tower
-(demo/stuck.py).
+(demo/stuck.py). The dispute cases (demo/disputes.py) are seeded meanwhile, on invoices of their own:
+they start first so that their CAPAs' effectiveness checks (minutes after the preventive action, in the
+demo's dispute policy) are recorded soon after the start.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from demo.company import (
     PEOPLE,
     SIGNER,
 )
+from demo.disputes import seed_disputes
 from demo.plan import (
     DEMO_STATUSES,
     SEED,
@@ -176,20 +179,14 @@ async def _seed(base_url: str, db_url: str, out: Progress) -> bool:
             created = await api.call("erp", "POST", "/api/v1/customers", customer.body())
             customer_ids[customer.ref] = created["id"]
         out.say(f"customers: {len(customer_ids)} created by erp")
-        await _create_and_move(api, planned, customer_ids, out)
-        chains = plan_receipts(planned, random.Random(SEED + 1), today)
-        if chains:
-            tick = out.counter("receipts recorded by erp", len(chains))
-
-            async def record(chain: list[Receipt], n: int) -> None:
-                await _record_chain(api, chain, customer_ids, n)
-                tick()
-
-            await gather_all([record(chain, n) for n, chain in enumerate(chains, start=1)])
-
-        if os.environ.get("CASHCYCLE_DEMO_PORTALS") == "1":
-            await seed_portals(api, out)
-        await seed_stuck(api, customer_ids, out, today)
+        disputes = asyncio.create_task(seed_disputes(api, customer_ids, out, today))
+        try:
+            await _seed_invoices(api, planned, customer_ids, out, today)
+            await disputes
+        finally:
+            if not disputes.done():
+                disputes.cancel()
+                await asyncio.gather(disputes, return_exceptions=True)
 
     wrong = [
         f"{inv.number} is {inv.status}, planned {inv.target}" for inv in planned if inv.status != inv.target
@@ -203,6 +200,26 @@ async def _seed(base_url: str, db_url: str, out: Progress) -> bool:
         + ")"
     )
     return True
+
+
+async def _seed_invoices(
+    api: DemoApi, planned: list[PlannedInvoice], customer_ids: dict[str, str], out: Progress, today: date
+) -> None:
+    """The planned invoices and their receipts, the portals' invoices, the stuck ones."""
+    await _create_and_move(api, planned, customer_ids, out)
+    chains = plan_receipts(planned, random.Random(SEED + 1), today)
+    if chains:
+        tick = out.counter("receipts recorded by erp", len(chains))
+
+        async def record(chain: list[Receipt], n: int) -> None:
+            await _record_chain(api, chain, customer_ids, n)
+            tick()
+
+        await gather_all([record(chain, n) for n, chain in enumerate(chains, start=1)])
+
+    if os.environ.get("CASHCYCLE_DEMO_PORTALS") == "1":
+        await seed_portals(api, out)
+    await seed_stuck(api, customer_ids, out, today)
 
 
 async def _create_and_move(
