@@ -331,6 +331,8 @@ def config_for(
     capa = CapaConfig()
     if "effectiveness_window_days" in policy.capa:
         capa = CapaConfig(effectiveness_window_seconds=policy.capa["effectiveness_window_days"] * 86400.0)
+    if "effectiveness_window_minutes" in policy.capa:  # the demo's (policies/disputes-demo.toml)
+        capa = CapaConfig(effectiveness_window_seconds=policy.capa["effectiveness_window_minutes"] * 60.0)
     return DisputeConfig(
         sla_seconds=secs(rule.resolve),
         reminder_seconds=secs(rule.remind) if rule.remind else 0.0,
