@@ -46,6 +46,7 @@ from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, Sessio
 from api.errors import CODES, AppError, Forbidden, Invalid, NotFound, Unavailable, errors
 from api.invoices import await_workflow
 from api.schemas import (
+    TEXT,
     DisputeAction,
     DisputeAmounts,
     DisputeAssignBody,
@@ -78,16 +79,27 @@ from workflows.types import Actor, Line
 
 router = APIRouter(prefix="/api/v1", tags=["disputes"])
 
-# Commands on a case, by name, with the event of the state machine and the permission each needs.
-COMMANDS: dict[str, tuple[ds.Event, str]] = {
-    "note": (ds.Event.NOTE, "dispute:note"),
-    "attach": (ds.Event.ATTACH, "dispute:note"),
-    "assign": (ds.Event.ASSIGN, "dispute:assign"),
-    "reassign": (ds.Event.REASSIGN, "dispute:assign"),
-    "wait_on_customer": (ds.Event.WAIT_ON_CUSTOMER, "dispute:note"),
-    "resume": (ds.Event.RESUME, "dispute:note"),
-    "resolve": (ds.Event.RESOLVE, "dispute:resolve"),
-    "close": (ds.Event.CLOSE, "dispute:close"),
+# Commands on a case, by name, with the permission each needs (tests/test_policy.py reads this) and the
+# event of the state machine each is.
+COMMANDS = {
+    "note": "dispute:note",
+    "attach": "dispute:note",
+    "assign": "dispute:assign",
+    "reassign": "dispute:assign",
+    "wait_on_customer": "dispute:note",
+    "resume": "dispute:note",
+    "resolve": "dispute:resolve",
+    "close": "dispute:close",
+}
+EVENTS = {
+    "note": ds.Event.NOTE,
+    "attach": ds.Event.ATTACH,
+    "assign": ds.Event.ASSIGN,
+    "reassign": ds.Event.REASSIGN,
+    "wait_on_customer": ds.Event.WAIT_ON_CUSTOMER,
+    "resume": ds.Event.RESUME,
+    "resolve": ds.Event.RESOLVE,
+    "close": ds.Event.CLOSE,
 }
 COMMAND_ERRORS = ("not_found", "forbidden", "transition_refused", "invalid_command", "unavailable")
 OPEN_ERRORS = (
@@ -196,7 +208,8 @@ def actions_of(
     possible = set(ds.events_from(status))
     available: list[str] = []
     unavailable: list[DisputeAction] = []
-    for name, (event, permission) in COMMANDS.items():
+    for name, permission in COMMANDS.items():
+        event = EVENTS[name]
         if event not in possible:
             continue
         if (name == "assign" and d.owner) or (name == "reassign" and not d.owner):
@@ -478,7 +491,7 @@ async def _command(
 ) -> DisputePublic:
     with reading(ctx.store) as session:
         d = _dispute_or_404(session, dispute_id, username, ctx)
-        permission = COMMANDS[name][1]
+        permission = COMMANDS[name]
         grant = ctx.authorizer.check(username, d.legal_entity, permission)
         if grant is None:
             raise Forbidden(
@@ -561,10 +574,16 @@ async def add_attachment(
     user: CurrentUser,
     idempotency_key: IdempotencyKey,
     file: Annotated[UploadFile, File(description=f"the file, at most {MAX_ATTACHMENT_BYTES} bytes")],
-    text: Annotated[str, Form(max_length=4000)] = "",
+    text: Annotated[str, Form(max_length=4000, pattern=TEXT)] = "",
 ) -> DisputePublic:
     """Attach a file to the case (multipart upload). The store keeps it under its SHA-256, which the
     ledger records with the file name and size; download it from the thread's link."""
+    with reading(ctx.store) as session:
+        d = _dispute_or_404(session, dispute_id, user.username, ctx)
+        if ctx.authorizer.check(user.username, d.legal_entity, "dispute:note") is None:
+            raise Forbidden(
+                forbidden_reason(user.username, "dispute:note", d.legal_entity), action="dispute:note"
+            )
     content = await file.read(MAX_ATTACHMENT_BYTES + 1)
     if len(content) > MAX_ATTACHMENT_BYTES:
         raise _status(
@@ -576,19 +595,16 @@ async def add_attachment(
             413,
         )
     if not content:
-        raise Invalid("file: the attachment is empty", code="invalid_input", field="file")
-    with reading(ctx.store) as session:
-        d = _dispute_or_404(session, dispute_id, user.username, ctx)
-        if ctx.authorizer.check(user.username, d.legal_entity, "dispute:note") is None:
-            raise Forbidden(
-                forbidden_reason(user.username, "dispute:note", d.legal_entity), action="dispute:note"
-            )
+        # As the case's own validator would answer it (an attachment needs content).
+        raise Invalid("file: the attachment is empty", code="invalid_command", field="file")
     # The bytes first, under their hash (idempotent, harmless if the command is then refused): the case's
     # `attach` records only their hash and metadata.
     with writing(ctx.store) as session:
         digest = store_attachment(session, content, user.username)
-    filename = (file.filename or "attachment")[:255]
-    content_type = (file.content_type or "application/octet-stream")[:100]
+    # PostgreSQL cannot store a NUL, and a name is shown on pages: only printable characters are kept.
+    filename = "".join(ch for ch in (file.filename or "") if ch.isprintable())[:255] or "attachment"
+    content_type = "".join(ch for ch in (file.content_type or "") if ch.isprintable())[:100]
+    content_type = content_type or "application/octet-stream"
     return await _command(
         ctx,
         user.username,
@@ -704,11 +720,17 @@ async def resolve_case(
     Idempotency-Key answers with the first outcome; another is refused (409, naming the status)."""
 
     def build(session: Session, d: Dispute, actor: Actor) -> ResolveCommand:
-        links = {inv.id: inv for _, inv in dispute_invoices(session, d.id)}
+        held = dispute_invoices(session, d.id)
+        links = {inv.id: inv for _, inv in held}
         amounts: list[InvoiceAmount] = []
         items = [(a.invoice_id, a.amount) for a in body.amounts]
-        if body.kind == "rebill" and not items:
-            items = [(inv.id, "") for inv in links.values()]
+        if not items and body.kind in ("credit_memo", "rebill", "write_off"):
+            # By default each invoice's document takes what the case still disputes on it.
+            items = [
+                (inv.id, str(Decimal(link.open_minor).scaleb(-exponent(inv.currency))))
+                for link, inv in held
+                if link.open_minor > 0
+            ]
         for i, (invoice_id, text) in enumerate(items):
             inv = links.get(invoice_id)
             if inv is None:

@@ -86,6 +86,34 @@ EXPECTED: dict[str, set[str]] = {
     },
     "admin": {"access:read", "access:grant"},
 }
+# Disputes (issue 11): collectors and supervisors work cases, preparers record and annotate them, whoever
+# reads invoices reads cases.
+DISPUTE_ACTIONS: dict[str, set[str]] = {
+    "collector": {
+        "dispute:open",
+        "dispute:read",
+        "dispute:note",
+        "dispute:assign",
+        "dispute:resolve",
+        "dispute:close",
+    },
+    "ar_supervisor": {
+        "dispute:open",
+        "dispute:read",
+        "dispute:note",
+        "dispute:assign",
+        "dispute:resolve",
+        "dispute:close",
+    },
+    "ar_preparer": {"dispute:open", "dispute:read", "dispute:note"},
+    "ar_approver": {"dispute:read"},
+    "finance_manager": {"dispute:read"},
+    "controller": {"dispute:read"},
+    "cash_applier": {"dispute:read"},
+    "erp_integration": {"dispute:read"},
+}
+for _role, _actions in DISPUTE_ACTIONS.items():
+    EXPECTED[_role] |= _actions
 # Credit memos and write-offs (issue 11): proposed / requested by those who work cases, approved by the
 # approval roles (the matrix's tiers decide which), read by them and by compliance.
 RESOLUTION_ACTIONS: dict[str, set[str]] = {

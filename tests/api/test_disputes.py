@@ -262,3 +262,69 @@ async def test_a_case_is_worked_resolved_invalid_and_closed_with_its_root_cause(
     closed = r.json()
     assert (closed["status"], closed["root_cause"], closed["validity"]) == ("closed", "CUS", "invalid")
     assert closed["available_actions"] == []
+
+
+async def test_a_deduction_is_closed_by_an_approved_credit_memo_applied_to_the_invoice(stack: Stack) -> None:
+    """The whole path across the parts: a short payment opens a case, the collector resolves it by a credit
+    memo, an approver (not the case's owner) approves it, the credit note is issued and applied to the
+    invoice, the case is resolved with the amounts adding up, and closed with its root cause and CAPA."""
+    inv = await delivered(stack)
+    cashier, collector, approver = await stack.clients("cashier", "collector", "approver")
+    r = await cashier.post(
+        "/api/v1/payments",
+        json={
+            "customer_id": stack.customers["initech"],
+            "amount": "1800.00",
+            "currency": "EUR",
+            "received_on": "2026-11-20",
+            "reference": "BANK-1",
+            "allocations": [
+                {
+                    "invoice_id": inv["id"],
+                    "amount": "1800.00",
+                    "deduction": {"amount": "72.66", "reason_code": "01"},
+                }
+            ],
+        },
+    )
+    assert r.status_code == 201, r.text
+    case = (await collector.get("/api/v1/disputes")).json()["items"][0]
+    url = f"/api/v1/disputes/{case['id']}"
+    r = await collector.post(f"{url}/resolve", json={"kind": "credit_memo", "reason": "price agreed"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "resolving"
+    [document] = r.json()["documents"]
+    memo_id = document["document_id"]
+    for _ in range(200):  # the credit memo submits itself for approval (the matrix's tiers)
+        memo = (await approver.get(f"/api/v1/credit-memos/{memo_id}")).json()
+        if memo.get("status") == "pending_approval":
+            break
+        await asyncio.sleep(0.05)
+    r = await approver.post(f"/api/v1/credit-memos/{memo_id}/approve", json={"comment": "agreed"})
+    assert r.status_code == 200, r.text
+    for _ in range(200):
+        detail = (await collector.get(url)).json()
+        if detail["status"] == "resolved":
+            break
+        await asyncio.sleep(0.1)
+    assert detail["status"] == "resolved", detail["timeline"]
+    memo = (await approver.get(f"/api/v1/credit-memos/{memo_id}")).json()
+    assert (memo["status"], memo["applied"]) == ("applied", "72.66")
+    assert memo["lines"][0]["net"] == "72.66" or memo["lines"][0]["tax_rate"] == "20"
+    assert detail["amounts"]["credited"] == "72.66" and detail["amounts"]["open"] == "0.00"
+    assert detail["documents"][0]["status"] == "applied" and detail["documents"][0]["number"].startswith(
+        "CN-"
+    )
+    invoice = (await collector.get(f"/api/v1/invoices/{inv['id']}")).json()
+    assert invoice["status"] == "credited" and invoice["amount_due"] == "0.00"
+    r = await collector.post(
+        f"{url}/close",
+        json={
+            "root_cause": "PRC",
+            "validity": "valid",
+            "corrective": {"owner": "collector", "due": "2026-12-31", "description": "credit note issued"},
+            "preventive": {"owner": "supervisor", "due": "2027-01-31", "description": "price list synced"},
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["capa_id"]) == ("closed", case["case_number"])

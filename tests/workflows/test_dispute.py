@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from temporalio import activity, workflow
@@ -499,7 +499,7 @@ async def test_a_resolution_sent_twice_takes_effect_once(cases: Cases) -> None:
     )
     assert "resolved" in error.message
     assert cases.fakes.events() == before
-    assert "resolve-other" not in await updates_in_history(handle)
+    assert "resolve-other" not in await updates_in_history(cast(Any, handle))
 
 
 async def test_invalid_resumes_collections_and_later_payments_count_as_recovered(cases: Cases) -> None:
@@ -536,7 +536,7 @@ async def test_closing_without_a_root_cause_is_refused_and_changes_nothing(cases
         "invalid_command",
     )
     assert cases.fakes.events() == before
-    assert not {"close-1", "close-2"} & await updates_in_history(handle)
+    assert not {"close-1", "close-2"} & await updates_in_history(cast(Any, handle))
     closed = await bounded(
         handle.execute_update(DisputeWorkflow.close, CloseCommand(COLLECTOR, "CUS", "invalid"))
     )
