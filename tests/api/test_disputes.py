@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -15,8 +16,9 @@ from sqlmodel import select
 from temporalio.client import WorkflowExecutionStatus
 
 from activities.db import reading
-from activities.disputes import Dispute
+from activities.disputes import Dispute, DisputeActivities, DisputeCommands
 from tests.conftest import Stack, invoice_body
+from workflows.types import PortalDisputeRequest
 
 
 @pytest.fixture(autouse=True)
@@ -328,3 +330,38 @@ async def test_a_deduction_is_closed_by_an_approved_credit_memo_applied_to_the_i
     )
     assert r.status_code == 200, r.text
     assert (r.json()["status"], r.json()["capa_id"]) == ("closed", case["case_number"])
+
+
+async def test_the_portal_saying_disputed_opens_one_case_through_the_same_door(stack: Stack) -> None:
+    """`open_dispute_from_portal` (the invoice workflow's activity when its portal says under query or
+    disputed): a case for what is due, the portal's Peppol reason mapped; the same word again, or another
+    one while the case is open, opens nothing more."""
+    inv = await delivered(stack)
+    portal = DisputeActivities(
+        stack.store, DisputeCommands(stack.store, stack.temporal, stack.settings.task_queue)
+    )
+    request = PortalDisputeRequest(
+        legal_entity="ACME",
+        invoice_id=inv["id"],
+        portal="coupa",
+        status="disputed",
+        reason_code="PRI",
+        reason_text="unit price above the contract",
+        update_id="coupa-1",
+        amount_minor=187266,
+    )
+    dispute_id = await portal.open_dispute_from_portal(request)
+    collector = await stack.client("collector")
+    for _ in range(100):
+        r = await collector.get(f"/api/v1/disputes/{dispute_id}")
+        if r.status_code == 200:
+            break
+        await asyncio.sleep(0.1)
+    case = r.json()
+    assert (case["source"], case["claimed_code"], case["reason"]) == ("portal", "PRI", "PRC")
+    assert case["amounts"]["original"] == "1872.66"
+    assert await portal.open_dispute_from_portal(request) == dispute_id
+    assert await portal.open_dispute_from_portal(replace(request, update_id="coupa-2")) == dispute_id
+    assert (await collector.get("/api/v1/disputes")).json()["total"] == 1
+    invoice = await stack.wait_status(inv["id"], "disputed")
+    assert invoice["status"] == "disputed"
