@@ -392,6 +392,7 @@ async def rebill_closed_capa_done(c: Cases) -> None:
         f"/api/v1/invoices/{corrected}", lambda i: i["status"] == "pending_approval", "rebill pending"
     )
     await c.approve_invoice(corrected, f"demo-{planned.external_id}-R1")
+    await wait_sent(c.api, corrected, f"{planned.external_id}-R1", 180)
     await c.resolved(case)
     await c.command(
         "collector",

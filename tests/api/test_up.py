@@ -26,7 +26,17 @@ import pytest
 
 from activities.db import open_store, reading
 from activities.ledger import verify_chain
-from demo import DEMO_CUSTOMERS, DEMO_PASSWORD, DEMO_STATUSES, DEMO_USERS, PORTAL_CUSTOMERS, PORTAL_INVOICES
+from demo import (
+    DEMO_CUSTOMERS,
+    DEMO_PASSWORD,
+    DEMO_STATUSES,
+    DEMO_USERS,
+    PORTAL_CUSTOMERS,
+    PORTAL_DISPUTED_INVOICES,
+    PORTAL_INVOICES,
+)
+from demo.disputes import INVOICES as DISPUTED_INVOICES
+from demo.disputes import PREFIX as DISPUTED_PREFIX
 from demo.stuck import (
     REFUSING_CUSTOMER,
     SILENT_PORTAL_CUSTOMER,
@@ -310,16 +320,24 @@ def check_demo_data(api: Api, data_dir: Path) -> dict[str, tuple[str, str, str, 
 
     everything = api.all_invoices("supervisor")
     assert len({inv["id"] for inv in everything}) == len(everything), "the cursor repeated invoices"
-    # The invoices left stuck for the control tower come on top of the planned ones (check_stuck).
-    planned = [inv for inv in everything if not inv["external_id"].startswith("BILL-STUCK-")]
+    # The invoices left stuck for the control tower (check_stuck) and those the dispute cases hold
+    # (check_disputes) come on top of the planned ones.
+    planned = [
+        inv for inv in everything if not inv["external_id"].startswith(("BILL-STUCK-", DISPUTED_PREFIX))
+    ]
+    disputed = [inv for inv in everything if inv["external_id"].startswith(DISPUTED_PREFIX)]
+    # One invoice per story, and the rebill's corrected invoice; each issued and mailed.
+    assert len(disputed) == len(DISPUTED_INVOICES) + 1, sorted(i["external_id"] for i in disputed)
+    assert all(inv["number"] and inv["delivered_at"] for inv in disputed), disputed
     invoices = [inv for inv in planned if inv["customer_id"] in customers]
     assert len(invoices) == DEMO_INVOICES
     # Initech's invoices went to the simulated portals at once: the first pass of each is there (or was
-    # refused at its door), and their statuses move on in real time.
+    # refused at its door), and their statuses move on in real time (disputed, when the buyer disputes
+    # or queries one: check_disputes).
     through_portals = [inv for inv in planned if inv["customer_id"] in behind_portals]
-    assert len(through_portals) == len(PORTAL_INVOICES)
+    assert len(through_portals) == len(PORTAL_INVOICES) + len(PORTAL_DISPUTED_INVOICES)
     for inv in through_portals:
-        assert inv["status"] in ("submitted", "accepted", "portal_rejected"), inv["status"]
+        assert inv["status"] in ("submitted", "accepted", "portal_rejected", "disputed"), inv["status"]
         assert inv["number"] and inv["portal"]["submission_pass"] == 1, inv
     # Numbers are allocated when an invoice is issued (as its delivery starts): gapless over issued
     # invoices only (the deliveries a mail server refuses are issued, and wait to leave).
@@ -358,9 +376,16 @@ def check_demo_data(api: Api, data_dir: Path) -> dict[str, tuple[str, str, str, 
         if inv["status"] == "void":
             assert history[-1]["reason"], "a void needs its reason"
 
-    # Invoices mailed to customers (the preparers' notices of portal rejections are mail too).
-    mails = [m for m in outbox(data_dir) if " from " in m["Subject"] and "not accepted" not in m["Subject"]]
-    delivered_numbers = {inv["number"]: inv for inv in invoices if inv["delivered_at"]}
+    # Invoices mailed to customers (the preparers' notices of portal rejections are mail too, and the
+    # credit notes of the dispute cases: check_disputes).
+    mails = [
+        m
+        for m in outbox(data_dir)
+        if m["Subject"].startswith("Invoice ")
+        and " from " in m["Subject"]
+        and "not accepted" not in m["Subject"]
+    ]
+    delivered_numbers = {inv["number"]: inv for inv in invoices + disputed if inv["delivered_at"]}
     assert sorted(m["Subject"].split()[1] for m in mails) == sorted(delivered_numbers), (
         "one mail per delivery"
     )
@@ -395,6 +420,7 @@ def test_up_demo_seeds_through_the_api_stops_on_ctrl_c_and_restarts_without_rese
             assert api.login("approver", "not-the-password").status_code == 401
             seeded = check_demo_data(api, data_dir)
             check_stuck(api, up)
+            check_disputes(api, data_dir)
         finally:
             api.close()
         stop_and_check_nothing_is_left(up)
@@ -523,3 +549,122 @@ def check_stuck(api: Api, up: Up, within: float = 90.0) -> None:
         assert "450" in failure and REFUSING_CUSTOMER.email in failure, failure
     mails = [m for m in outbox(up.data_dir) if m["To"] == REFUSING_CUSTOMER.email]
     assert mails == [], "a refused mail never lands"
+
+
+def _until(fetch: Any, ok: Any, within: float, what: str) -> Any:
+    """Poll `fetch()` until `ok(result)`, at most `within` seconds; the last result."""
+    deadline = time.monotonic() + within
+    while True:
+        got = fetch()
+        if ok(got):
+            return got
+        assert time.monotonic() < deadline, f"{what} not seen within {within:.0f}s: {got}"
+        time.sleep(2)
+
+
+def check_disputes(api: Api, data_dir: Path, within: float = 240.0) -> None:
+    """The dispute cases the demo leaves, as the board, the approvers' inboxes and the CAPA board show
+    them: every status, each resolution, credit memos awaiting approval under segregation of duties, a case
+    the customer's portal opened, and CAPAs open, done and checked (the checks two minutes after the
+    preventive action: bounded polling)."""
+
+    def board() -> list[dict[str, Any]]:
+        page = api.get("supervisor", "/api/v1/disputes", limit=500)
+        assert page["total"] == len(page["items"])
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    # The portal's dispute and query need the buyer's review (30 s) and a poll (10 s); the price and
+    # promotion cases are past their SLA a minute after they opened (policies/disputes-demo.toml).
+    cases = _until(
+        board,
+        lambda cs: (
+            len([c for c in cs if c["source"] == "portal"]) == len(PORTAL_DISPUTED_INVOICES)
+            and any(c["past_sla"] and c["status"] == "open" for c in cs)
+        ),
+        within,
+        "the portal's cases and a case past its SLA",
+    )
+    assert len(cases) == len(DISPUTED_INVOICES) + len(PORTAL_DISPUTED_INVOICES), cases
+    by_status: dict[str, list[dict[str, Any]]] = {}
+    for case in cases:
+        by_status.setdefault(case["status"], []).append(case)
+        amounts = {k: float(v) for k, v in case["amounts"].items()}
+        total = amounts["open"] + amounts["credited"] + amounts["written_off"] + amounts["paid"]
+        assert round(total + amounts["recovered"], 2) == amounts["original"], case
+        assert case["owner"] == "collector" and case["reason_version"], case
+    assert {c["source"] for c in cases} == {"manual", "deduction", "portal"}
+    # Open within its SLA, waiting on the customer (the clock paused), open past its SLA and escalated.
+    assert any(not c["past_sla"] for c in by_status["open"]), by_status["open"]
+    [waiting] = by_status["waiting_on_customer"]
+    assert waiting["waiting_reason"] and waiting["sla_due_at"] is None, waiting
+    late = [c for c in by_status["open"] if c["past_sla"]]
+    assert {c["reason"] for c in late} >= {"PRM"}, late
+    assert api.get("supervisor", "/api/v1/disputes", past_sla="true")["total"] == len(late)
+    # Resolved and closed, one per resolution, each with its root cause and validity.
+    closed = {c["resolution"]: c for c in by_status["closed"] if c["resolution"] != "write_off"}
+    write_offs = [c for c in by_status["closed"] if c["resolution"] == "write_off"]
+    assert set(closed) == {"credit_memo", "rebill", "invalid"} and len(write_offs) == 2, by_status["closed"]
+    for case in by_status["closed"]:
+        assert case["root_cause"] and case["validity"] and case["closed_at"], case
+        detail = api.get("supervisor", f"/api/v1/disputes/{case['id']}")
+        assert [t["event"] for t in detail["timeline"]][-1] == "close", detail["timeline"]
+        for t in detail["timeline"]:
+            # The collector works the case, the ERP's payments open and pay it, the document's approver
+            # applies its credit memo or write-off (the system, an automatic one).
+            people = APPROVERS if t["event"].startswith("resolution_") else {"collector", "erp"}
+            assert t["actor"] in people | {"system"}, (case["case_number"], t)
+    assert closed["credit_memo"]["amounts"]["credited"] == closed["credit_memo"]["amounts"]["original"]
+    assert float(closed["invalid"]["amounts"]["recovered"]) > 0, closed["invalid"]
+    assert all(float(c["amounts"]["written_off"]) > 0 for c in write_offs), write_offs
+    # Two credit memos awaiting approval: the cases resolving, the memos in the approvers' inboxes, never
+    # in the inbox of the collector who proposed them and owns the cases.
+    resolving = by_status["resolving"]
+    assert len(resolving) == 2 and {c["resolution"] for c in resolving} == {"credit_memo"}, resolving
+    memos = api.get("supervisor", "/api/v1/credit-memos", limit=100)["items"]
+    waiting_memos = {m["id"]: m for m in memos if m["status"] == "pending_approval"}
+    assert len(waiting_memos) == 2, memos
+    inboxes = {
+        user: {i["document_id"] for i in api.get(user, "/api/v1/approvals/inbox", kind="credit_memo")}
+        for user in ("approver", "approver2")
+    }
+    assert inboxes["approver"] | inboxes["approver2"] == set(waiting_memos), inboxes
+    assert inboxes["approver2"] - inboxes["approver"], inboxes  # tier 1 done by approver: approver2's now
+    for memo in memos:
+        approvers = [s["approved_by"] for s in memo["approval"]["steps"] if s.get("approved_by")]
+        assert memo["proposed_by"] == "collector" and "collector" not in approvers, memo
+        assert len(set(approvers)) == len(approvers), memo  # a different person each tier
+    applied = [m for m in memos if m["status"] == "applied"]
+    assert len(applied) == 2 and all(m["number"] for m in applied), memos  # the credit memo and the rebill
+    assert any(m["rebill_invoice_id"] for m in applied), applied
+    notes = [m["Subject"].split()[2] for m in outbox(data_dir) if m["Subject"].startswith("Credit note ")]
+    assert sorted(notes) == sorted(m["number"] for m in applied), notes
+    write_off_docs = api.get("supervisor", "/api/v1/write-offs", limit=100)["items"]
+    assert sorted(bool(w["auto_rule"]) for w in write_off_docs) == [False, True], write_off_docs
+    assert all(w["status"] == "written_off" for w in write_off_docs), write_off_docs
+
+    # CAPAs: open (its owner asking for more time), done (both actions: closed after its check) and
+    # checked (the preventive action done, the check recorded with its figures).
+    def capas() -> dict[str, dict[str, Any]]:
+        items = api.get("supervisor", "/api/v1/capa", limit=200)["items"]
+        return {c["case_number"]: c for c in items}
+
+    numbers = {c["resolution"]: c["case_number"] for c in by_status["closed"] if c["capa_id"]}
+    assert set(numbers) == {"credit_memo", "rebill", "write_off"}, numbers
+    found = _until(
+        capas,
+        lambda cs: (
+            cs[numbers["credit_memo"]]["status"] == "checked" and cs[numbers["rebill"]]["status"] == "closed"
+        ),
+        within,
+        "a CAPA checked and one closed",
+    )
+    assert len(found) == 3, found
+    still_open = found[numbers["write_off"]]
+    assert still_open["status"] == "open" and still_open["preventive"]["extension"], still_open
+    checked, done = found[numbers["credit_memo"]], found[numbers["rebill"]]
+    assert checked["preventive"]["status"] == "done" and checked["corrective"]["status"] == "open", checked
+    assert done["preventive"]["status"] == done["corrective"]["status"] == "done", done
+    for capa in (checked, done):
+        [check] = capa["checks"]
+        assert check["outcome"] in ("effective", "inconclusive") and check["why"], check
