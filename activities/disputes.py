@@ -25,7 +25,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateStage
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from activities.db import Store, reading, writing
@@ -48,6 +48,7 @@ from activities.dispute_policy import map_reason as map_reason
 from activities.dispute_policy import parse_dispute_policy as parse_dispute_policy
 from activities.ledger import LedgerFacts, append_to_ledger, find_by_business_key
 from activities.models import Customer, Invoice, LedgerEntry, LegalEntity
+from activities.money import exponent
 from activities.numbering import allocate_number
 from workflows.dispute import DisputeWorkflow
 from workflows.dispute_states import HOLDS_INVOICES, Status
@@ -652,6 +653,14 @@ def check_claims(session: Session, req: OpenRequest) -> tuple[Dispute | None, Ma
                 field=f"{claim.field}.amount",
                 open_minor=free,
             )
+    if len({c.invoice.currency for c in req.claims}) > 1:
+        raise DisputeRefused(
+            422,
+            "inconsistent_fields",
+            "one case is in one currency: the invoices are in "
+            + ", ".join(sorted({c.invoice.currency for c in req.claims})),
+            field="invoices",
+        )
     if len(cases) > 1:
         raise DisputeRefused(
             409,
@@ -710,6 +719,16 @@ class DisputeCommands:
                 else:
                     joining = None
             else:
+                opened = session.get(Dispute, reserved.dispute_id)
+                if opened is not None and opened.status == "closed" and not opened.root_cause:
+                    # The request's case was void as it opened (an invoice refused it): the same answer.
+                    void = dispute_timeline(session, opened.id)[-1]
+                    raise DisputeRefused(
+                        409,
+                        "transition_refused",
+                        f"case {opened.case_number}, opened by this request, is void: {void.reason}",
+                        status="closed",
+                    )
                 joining, mapped = (
                     None,
                     map_reason(req.customer, req.claimed_code)
@@ -732,7 +751,7 @@ class DisputeCommands:
             dispute_id=dispute_id,
             case_number=number,
             customer_id=req.customer.id,
-            currency=req.customer.currency,
+            currency=req.claims[0].invoice.currency,
             source=req.source,
             claimed_code=req.claimed_code,
             reason=mapped.reason,
@@ -747,6 +766,7 @@ class DisputeCommands:
             opened_by=req.actor,
             request_id=req.request_key,
             config=config,
+            currency_exponent=exponent(req.claims[0].invoice.currency),
         )
         if not req.wait:
             await self._client.start_workflow(
@@ -768,6 +788,8 @@ class DisputeCommands:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING
             if reserved is not None
             else WorkflowIDConflictPolicy.FAIL,
+            # A case's id names one run: a closed case is never opened again under it.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
         try:
             state = await self._client.execute_update_with_start_workflow(

@@ -33,6 +33,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -751,11 +752,13 @@ class DisputeWorkflow:
                 )
             else:
                 wid = credit_memo_workflow_id(self._inp.legal_entity, doc_id)
+                # The API prices the line at the invoice's tax rate; without one, the gross amount untaxed.
+                price = str(Decimal(amount).scaleb(-self._inp.currency_exponent))
                 credit_lines = lines or [
                     Line(
                         f"Credit on {inv.invoice_number or inv.invoice_id}: {cmd.reason}",
                         "1",
-                        "0",
+                        price,
                         "0",
                         amount,
                         0,

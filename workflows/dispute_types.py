@@ -66,6 +66,7 @@ class DisputeInput:
     opened_by: Actor
     request_id: str = ""
     config: DisputeConfig = field(default_factory=DisputeConfig)
+    currency_exponent: int = 2  # the currency's minor units (ISO 4217), to price a credit line
 
 
 # -- commands (updates; each refusable by a validator) -------------------------------------------------
