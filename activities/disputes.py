@@ -68,6 +68,8 @@ MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024  # the store keeps the bytes; larger evid
 # Invoice statuses a case can take an amount of: the customer has it and owes it.
 DISPUTABLE = frozenset({"submitted", "accepted", "partially_paid", "disputed"})
 OPEN_STATUSES = tuple(s.value for s in HOLDS_INVOICES)
+# Statuses in which another invoice, or more of one, can join the case (workflows/dispute_states.py).
+JOINABLE = ("open", "waiting_on_customer")
 SYSTEM = Actor(username="system", roles=["system"], rule="portal:dispute")
 
 
@@ -637,6 +639,15 @@ def check_claims(session: Session, req: OpenRequest) -> tuple[Dispute | None, Ma
             )
         case = open_case_of_invoice(session, inv.id)
         held = 0
+        if case is not None and case.status not in JOINABLE:
+            raise DisputeRefused(
+                409,
+                "transition_refused",
+                f"invoice {inv.number or inv.id} is in case {case.case_number}, which is {case.status}: "
+                "nothing joins it until its resolution is decided",
+                field=f"{claim.field}.invoice_id",
+                status=case.status,
+            )
         if case is not None:
             cases[case.id] = case
             link = session.get(DisputeInvoice, (case.id, inv.id))

@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities import queries
 from activities.db import reading
 from activities.disputes import (
+    JOINABLE,
     Claim,
     DisputeCommands,
     DisputeRefused,
@@ -26,6 +27,7 @@ from activities.disputes import (
     case_counting_payments,
     known_codes,
     map_reason,
+    open_case_of_invoice,
 )
 from activities.models import Customer, Invoice
 from activities.money import MoneyError, amount_to_minor, format_minor
@@ -237,6 +239,15 @@ def _deduction(
             f"{format_minor(inv.amount_due_minor, inv.currency)} on {inv.number}",
             code="amount_exceeds_open",
             field=f"{field}.deduction.amount",
+        )
+    case = open_case_of_invoice(session, inv.id)
+    if case is not None and case.status not in JOINABLE:
+        raise Conflict(
+            f"{field}.deduction: invoice {inv.number} is in case {case.case_number}, which is {case.status}: "
+            "record the payment without the deduction, or once the resolution is decided",
+            code="transition_refused",
+            field=f"{field}.deduction",
+            status=case.status,
         )
     if map_reason(customer, d.reason_code) is None:
         raise Invalid(

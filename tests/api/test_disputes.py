@@ -297,6 +297,26 @@ async def test_a_deduction_is_closed_by_an_approved_credit_memo_applied_to_the_i
     assert r.json()["status"] == "resolving"
     [document] = r.json()["documents"]
     memo_id = document["document_id"]
+    # While the credit memo is decided nothing joins the case: a deduction then is refused, nothing applied.
+    r = await cashier.post(
+        "/api/v1/payments",
+        json={
+            "customer_id": stack.customers["initech"],
+            "amount": "0.66",
+            "currency": "EUR",
+            "received_on": "2026-11-21",
+            "reference": "BANK-2",
+            "allocations": [
+                {
+                    "invoice_id": inv["id"],
+                    "amount": "0.66",
+                    "deduction": {"amount": "1.00", "reason_code": "01"},
+                }
+            ],
+        },
+    )
+    assert r.status_code == 409 and r.json()["error"]["details"]["status"] == "resolving", r.text
+    assert (await collector.get(f"/api/v1/invoices/{inv['id']}")).json()["amount_due"] == "72.66"
     for _ in range(200):  # the credit memo submits itself for approval (the matrix's tiers)
         memo = (await approver.get(f"/api/v1/credit-memos/{memo_id}")).json()
         if memo.get("status") == "pending_approval":
