@@ -37,7 +37,10 @@ class InvoiceCommandActivities:
             )
         handle = self._client.get_workflow_handle(req.workflow_id, result_type=InvoiceState)
         try:
-            return await handle.execute_update(req.update, arg, id=req.update_id, result_type=InvoiceState)
+            state: InvoiceState = await handle.execute_update(
+                req.update, arg, id=req.update_id, result_type=InvoiceState
+            )
+            return state
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError):

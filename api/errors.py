@@ -156,7 +156,8 @@ CODES: dict[str, tuple[int, str]] = {
     "amount_exceeds_open": (422, "a disputed, credited or written-off amount above what is open"),
     "unknown_reason_code": (
         422,
-        "the customer's reason code is in neither their mapping nor the default one (details.known lists them)",
+        "the customer's reason code is in neither their mapping nor the default one "
+        "(details.known lists them)",
     ),
     "root_cause_required": (422, "closing a dispute needs a root cause from the taxonomy"),
     "capa_required": (

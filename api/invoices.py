@@ -27,14 +27,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities import invoice_start, queries
 from activities.db import reading
 from activities.invoice_start import (
-    INVOICE_NAMESPACE,  # noqa: F401 (re-exported)
-    MAX_MINOR,  # noqa: F401 (re-exported: api.payments)
-    MAX_TOTAL,  # noqa: F401 (re-exported)
     DraftRefused,
     invoice_config,
     invoice_input,
     payload_hash,
-    release_instant,  # noqa: F401 (re-exported)
     start_invoice,
 )
 from activities.models import Customer, Invoice, InvoiceLine, LegalEntity, PortalSubmission

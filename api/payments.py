@@ -29,11 +29,12 @@ from activities.disputes import (
     map_reason,
     open_case_of_invoice,
 )
+from activities.invoice_start import MAX_MINOR
 from activities.models import Customer, Invoice
 from activities.money import MoneyError, amount_to_minor, format_minor
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from api.errors import AppError, Conflict, Invalid, NotFound, errors, from_workflow
-from api.invoices import MAX_MINOR, await_workflow
+from api.invoices import await_workflow
 from api.schemas import AllocationOut, DeductionIn, PaymentCreate, PaymentPublic
 from workflows import states
 from workflows.dispute import DisputeWorkflow

@@ -24,10 +24,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, event, pool, text
 from sqlmodel import SQLModel
 
-import activities.disputes  # noqa: F401  (the dispute tables)
-import activities.models  # noqa: F401  (registers the tables)
-import activities.capa  # noqa: F401  (capa, capa_action)
-import activities.credit_memos  # noqa: F401  (credit_memo, write_off)
+# Importing the modules registers their tables with SQLModel's metadata.
 from activities.db import AUTOGENERATE_OPTIONS, use_wal
 
 config = context.config
