@@ -2,16 +2,16 @@
 through the API as the people who would do it, so that every case is a real DisputeWorkflow (with its
 credit memo, write-off and CAPA workflows) and every step is in the evidence ledger.
 
-`up --demo` runs with policies/disputes-demo.toml: price and promotion cases are past their SLA a minute
-after they open, the others have half an hour; a CAPA's effectiveness check runs two minutes after its
+`up --demo` runs with policies/disputes-demo.toml: price and promotion cases are past their SLA 30 s
+after they open, the others have half an hour; a CAPA's effectiveness check runs a minute after its
 preventive action is done. The cases (one invoice each, external ids BILL-DSP-*, issued weeks ago and
 mailed):
 
-    open             Van Dijk Bouw: 2 of 10 scanners missing (collector's note, delivery note attached)
+    open             Van Dijk Bouw: 2 of 10 mobile computers missing (a note, their goods receipt attached)
     waiting          Rossi Meccanica: says it paid twice; the collector waits for their remittance advice
     past SLA         Kronberg Pharma: a promotion allowance deducted from a payment, nobody on it yet
     credit memo      Lumière Hôtels: day rate deducted (short payment), credited (approver), closed PRC;
-                     its CAPA's preventive action done by the supervisor -> checked two minutes later
+                     its CAPA's preventive action done by the supervisor -> checked a minute later
     rebill           Océane Cosmétiques: 25 seats billed for 20, credited in full (approver, approver2),
                      corrected invoice approved and sent, closed BIL; both CAPA actions done -> closed
                      after the check
@@ -619,7 +619,7 @@ async def seed_disputes(api: DemoApi, customer_ids: dict[str, str], out: Progres
     out.say(
         f"disputes: {len(stories)} cases (open, waiting on the customer, past SLA, resolved by credit memo, "
         "rebill, write-off and invalid), 2 credit memos awaiting approval, CAPAs open, done and checked "
-        "(checks 2 minutes after the preventive action)"
+        "(checks a minute after the preventive action)"
     )
 
 

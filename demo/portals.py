@@ -66,16 +66,38 @@ PORTAL_DISPUTED_INVOICES: list[tuple[int, str, list[tuple[str, str, str]], str]]
 ]
 
 
-async def seed_portals(api: DemoApi, out: Progress) -> None:
-    """Invoices to customers behind portals, approved today: they leave for the simulated portal at once,
-    and their statuses move on in real time (received, in process, approved, payment scheduled, paid) as
-    the portal poller brings them back; the ones the buyer refuses wait in portal_rejected for a fix."""
+async def create_portal_customers(api: DemoApi) -> list[str]:
+    """Initech behind its two portals (Coupa-style, cXML), created by the ERP: their ids."""
     ids = []
     for body in PORTAL_CUSTOMERS:
         created = await api.call("erp", "POST", "/api/v1/customers", body)
         ids.append(created["id"])
+    return ids
+
+
+async def seed_portals(api: DemoApi, out: Progress, ids: list[str]) -> None:
+    """Invoices to customers behind portals, approved today: they leave for the simulated portal at once,
+    and their statuses move on in real time (received, in process, approved, payment scheduled, paid) as
+    the portal poller brings them back; the ones the buyer refuses wait in portal_rejected for a fix."""
+    await _send(api, ids, PORTAL_INVOICES, first=1)
+    out.say(f"portals: {len(PORTAL_INVOICES)} invoices sent to Initech's portals (Coupa-style, cXML)")
+
+
+async def seed_portal_disputes(api: DemoApi, out: Progress, ids: list[str]) -> None:
+    """The invoices Initech's project office disputes or queries through the portal (sent first thing, so
+    that their cases open about when seeding ends)."""
+    await _send(api, ids, PORTAL_DISPUTED_INVOICES, first=len(PORTAL_INVOICES) + 1)
+    out.say(
+        f"portals: {len(PORTAL_DISPUTED_INVOICES)} invoices sent that Initech's buyer will dispute (PO-4715) "
+        "or query (PO-4716): cases opened from the portal within a minute"
+    )
+
+
+async def _send(
+    api: DemoApi, ids: list[str], invoices: list[tuple[int, str, list[tuple[str, str, str]], str]], first: int
+) -> None:
     today = date.today().isoformat()
-    for n, (customer, po, lines, _fate) in enumerate(PORTAL_INVOICES + PORTAL_DISPUTED_INVOICES, start=1):
+    for n, (customer, po, lines, _fate) in enumerate(invoices, start=first):
         key = f"demo-portal-{n}"
         inv = await api.call(
             "erp",
@@ -101,8 +123,3 @@ async def seed_portals(api: DemoApi, out: Progress) -> None:
                 SIGNER[step["role"]], "POST", f"{base}/approve", {"tier": step["tier"]}, key=f"{key}-approve"
             )
         await wait_sent(api, inv["id"], f"BILL-PORTAL-{n:04d}", 120)
-    out.say(
-        f"portals: {len(PORTAL_INVOICES) + len(PORTAL_DISPUTED_INVOICES)} invoices sent to Initech's portals "
-        f"(Coupa-style, cXML); {len(PORTAL_DISPUTED_INVOICES)} of them the buyer will dispute or query "
-        "(cases opened from the portal within a minute)"
-    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections.abc import Awaitable
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -53,7 +54,7 @@ from demo.plan import (
     plan_invoices,
     plan_receipts,
 )
-from demo.portals import seed_portals
+from demo.portals import create_portal_customers, seed_portal_disputes, seed_portals
 from demo.stuck import seed_stuck
 
 CONCURRENCY = 8
@@ -179,9 +180,14 @@ async def _seed(base_url: str, db_url: str, out: Progress) -> bool:
             created = await api.call("erp", "POST", "/api/v1/customers", customer.body())
             customer_ids[customer.ref] = created["id"]
         out.say(f"customers: {len(customer_ids)} created by erp")
-        disputes = asyncio.create_task(seed_disputes(api, customer_ids, out, today))
+        portals = os.environ.get("CASHCYCLE_DEMO_PORTALS") == "1"
+        portal_ids = await create_portal_customers(api) if portals else []
+        stories: list[Awaitable[None]] = [seed_disputes(api, customer_ids, out, today)]
+        if portals:
+            stories.append(seed_portal_disputes(api, out, portal_ids))
+        disputes = asyncio.create_task(gather_all(stories))
         try:
-            await _seed_invoices(api, planned, customer_ids, out, today)
+            await _seed_invoices(api, planned, customer_ids, portal_ids, out, today)
             await disputes
         finally:
             if not disputes.done():
@@ -203,7 +209,12 @@ async def _seed(base_url: str, db_url: str, out: Progress) -> bool:
 
 
 async def _seed_invoices(
-    api: DemoApi, planned: list[PlannedInvoice], customer_ids: dict[str, str], out: Progress, today: date
+    api: DemoApi,
+    planned: list[PlannedInvoice],
+    customer_ids: dict[str, str],
+    portal_ids: list[str],
+    out: Progress,
+    today: date,
 ) -> None:
     """The planned invoices and their receipts, the portals' invoices, the stuck ones."""
     await _create_and_move(api, planned, customer_ids, out)
@@ -217,8 +228,8 @@ async def _seed_invoices(
 
         await gather_all([record(chain, n) for n, chain in enumerate(chains, start=1)])
 
-    if os.environ.get("CASHCYCLE_DEMO_PORTALS") == "1":
-        await seed_portals(api, out)
+    if portal_ids:
+        await seed_portals(api, out, portal_ids)
     await seed_stuck(api, customer_ids, out, today)
 
 

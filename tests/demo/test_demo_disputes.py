@@ -39,16 +39,16 @@ def test_the_demo_policy_is_the_real_one_in_minutes() -> None:
         assert 0 < cfg.sla_seconds <= 30 * 60, (reason, cfg)
         assert cfg.escalation_roles == [r for _, r in real.sla[reason].escalate]
         assert cfg.escalation_seconds == sorted(cfg.escalation_seconds)
-    # Price and promotion cases are past their SLA a minute after they open; the others keep half an hour.
-    assert config_for(demo, "PRM", _customer(), _entity(), NOW).sla_seconds == 60
-    assert config_for(demo, "PRC", _customer(), _entity(), NOW).sla_seconds == 60
+    # Price and promotion cases are past their SLA 30 s after they open; the others keep half an hour.
+    assert config_for(demo, "PRM", _customer(), _entity(), NOW).sla_seconds == 30
+    assert config_for(demo, "PRC", _customer(), _entity(), NOW).sla_seconds == 30
     assert config_for(demo, "DLV", _customer(), _entity(), NOW).sla_seconds == 30 * 60
-    # A CAPA's effectiveness check two minutes after the preventive action (90 days for real).
+    # A CAPA's effectiveness check a minute after the preventive action (90 days for real).
     window = [
         config_for(p, "PRC", _customer(), _entity(), NOW).capa.effectiveness_window_seconds
         for p in (demo, real)
     ]
-    assert window == [120, 90 * 86400]
+    assert window == [60, 90 * 86400]
     assert tomllib.loads(DEMO_FILE.read_text())["version"].endswith("-demo")
 
 
