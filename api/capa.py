@@ -76,7 +76,9 @@ class CheckOut(BaseModel):
 class CapaOut(BaseModel):
     id: str
     legal_entity: str
-    capa_id: str
+    reference: str = Field(
+        description="the CAPA's reference: the case number it follows (`id` names it in paths)"
+    )
     dispute_id: str
     case_number: str
     root_cause: str
@@ -148,7 +150,7 @@ def present(c: Capa, actions: dict[str, CapaAction]) -> CapaOut:
     return CapaOut(
         id=c.id,
         legal_entity=c.legal_entity,
-        capa_id=c.capa_id,
+        reference=c.capa_id,
         dispute_id=c.dispute_id,
         case_number=c.case_number,
         root_cause=c.root_cause,

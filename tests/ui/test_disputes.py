@@ -285,7 +285,7 @@ async def test_structure_per_role(ui_stack: UiStack) -> None:
     url = f"/disputes/{case['id']}"
     collector = await page_client(stack, "collector")
     doc = await page(collector, url)
-    assert [text(a) for a in doc.xpath("//nav[@aria-label='Main']//a")] == ["Disputes"]
+    assert [text(a) for a in doc.xpath("//nav[@aria-label='Main']//a")] == ["Disputes", "CAPA"]
     assert text(doc.xpath("//h1")[0]).startswith(f"Dispute {case['case_number']}")
     shown = {k: action_on(doc, f"{url}/{k}") for k in ("note", "attach", "wait", "assign")}
     assert {k: (s.disabled if s else None) for k, s in shown.items()} == {

@@ -109,14 +109,15 @@ async def test_login_form_posted_without_its_token_is_refused(anonymous: httpx.A
 
 async def test_navigation_shows_only_what_the_roles_allow(ui_stack: UiStack) -> None:
     seen: dict[str, list[str]] = {}
-    for username in ("approver", "supervisor", "compliance", "preparer", "outsider"):
+    for username in ("approver", "supervisor", "compliance", "preparer", "collector", "outsider"):
         async with httpx.AsyncClient(base_url=ui_stack.base_url, timeout=30) as client:
             await http_login(client, username)
             seen[username] = parse((await client.get("/account")).text).nav
-    assert seen["approver"] == ["/inbox", "/delegations"]
-    assert seen["supervisor"] == ["/tower", "/figures", "/compliance"]
+    assert seen["approver"] == ["/inbox", "/delegations", "/disputes", "/capa"]
+    assert seen["supervisor"] == ["/tower", "/disputes", "/capa", "/figures", "/compliance"]
     assert seen["compliance"] == ["/compliance"]
-    assert seen["preparer"] == []
+    assert seen["collector"] == ["/disputes", "/capa"]
+    assert seen["preparer"] == ["/disputes"]
     assert seen["outsider"] == []
 
 
