@@ -115,7 +115,7 @@ async def test_navigation_shows_only_what_the_roles_allow(ui_stack: UiStack) -> 
             seen[username] = parse((await client.get("/account")).text).nav
     assert seen["approver"] == ["/inbox", "/delegations", "/disputes", "/capa"]
     assert seen["supervisor"] == ["/tower", "/disputes", "/capa", "/figures", "/compliance"]
-    assert seen["compliance"] == ["/compliance"]
+    assert seen["compliance"] == ["/capa", "/compliance"]
     assert seen["collector"] == ["/disputes", "/capa"]
     assert seen["preparer"] == ["/disputes"]
     assert seen["outsider"] == []
