@@ -117,7 +117,7 @@ async def test_navigation_shows_only_what_the_roles_allow(ui_stack: UiStack) -> 
     assert seen["supervisor"] == ["/tower", "/disputes", "/capa", "/figures", "/compliance"]
     assert seen["compliance"] == ["/capa", "/compliance"]
     assert seen["collector"] == ["/disputes", "/capa"]
-    assert seen["preparer"] == ["/disputes"]
+    assert seen["preparer"] == ["/disputes", "/capa"]
     assert seen["outsider"] == []
 
 
