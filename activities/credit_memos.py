@@ -496,6 +496,18 @@ class CreditMemoActivities:
                 row.issue_date = datetime.fromisoformat(rec.at).astimezone(zone).date()
                 row.number = _next_number(session, rec.legal_entity, row.issue_date)
                 doc = document_of(row, inv)
+                from activities.credit_notes import credit_note_problems
+
+                problems = credit_note_problems(session, doc)
+                if problems:
+                    # Never numbered (the transaction rolls back) and never retried: the same document would
+                    # fail again. The API's doors build consistent lines; this stops anyone else's.
+                    raise ApplicationError(
+                        f"credit memo {row.id} cannot be issued: {'; '.join(problems)}",
+                        {"problems": problems},
+                        type="credit_note_invalid",
+                        non_retryable=True,
+                    )
                 ubl, pdf = _render(session, doc)
                 if ubl is not None:
                     row.ubl, row.ubl_sha256 = ubl.decode(), hashlib.sha256(ubl).hexdigest()
