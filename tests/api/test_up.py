@@ -603,6 +603,10 @@ def check_disputes(api: Api, data_dir: Path, within: float = 240.0) -> dict[str,
     late = [c for c in by_status["open"] if c["past_sla"]]
     assert {c["reason"] for c in late} >= {"PRM"}, late
     assert api.get("supervisor", "/api/v1/disputes", past_sla="true")["total"] == len(late)
+    # The supervisor's control tower lists them, with why.
+    tower = {d["dispute_id"]: d for d in api.get("supervisor", "/api/v1/workflows/stuck")["disputes"]}
+    for case in late:
+        assert tower[case["id"]]["cause"]["code"] == "dispute_past_sla" and tower[case["id"]]["why"], tower
     # Resolved and closed, one per resolution, each with its root cause and validity.
     closed = {c["resolution"]: c for c in by_status["closed"] if c["resolution"] != "write_off"}
     write_offs = [c for c in by_status["closed"] if c["resolution"] == "write_off"]
