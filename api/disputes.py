@@ -190,7 +190,7 @@ def summary(session: Session, d: Dispute) -> DisputeSummary:
         resolution=d.resolution,
         root_cause=d.root_cause,
         validity=d.validity,
-        capa_id=d.capa_id,
+        capa_reference=d.capa_id,
         opened_by=d.opened_by,
         opened_at=d.opened_at,
         status_since=d.status_since,

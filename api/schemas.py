@@ -667,7 +667,9 @@ class DisputeSummary(BaseModel):
     resolution: str
     root_cause: str
     validity: str
-    capa_id: str
+    capa_reference: str = Field(
+        description='the CAPA this case started: its reference, the case number ("" when none)'
+    )
     opened_by: str
     opened_at: datetime
     status_since: datetime

@@ -1047,8 +1047,8 @@ async def close(dispute_id: str, request: Request, user: PageUser, form: CsrfFor
                 problems.append(_problem(field, exc.message))
             else:
                 capa = (
-                    f" CAPA {done.capa_id} follows the corrective and preventive actions."
-                    if done.capa_id
+                    f" CAPA {done.capa_reference} follows the corrective and preventive actions."
+                    if done.capa_reference
                     else ""
                 )
                 return flash(

@@ -349,7 +349,7 @@ async def test_a_deduction_is_closed_by_an_approved_credit_memo_applied_to_the_i
         },
     )
     assert r.status_code == 200, r.text
-    assert (r.json()["status"], r.json()["capa_id"]) == ("closed", case["case_number"])
+    assert (r.json()["status"], r.json()["capa_reference"]) == ("closed", case["case_number"])
 
 
 async def test_the_portal_saying_disputed_opens_one_case_through_the_same_door(stack: Stack) -> None:

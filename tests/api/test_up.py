@@ -651,7 +651,7 @@ def check_disputes(api: Api, data_dir: Path, within: float = 240.0) -> dict[str,
 
     # CAPAs: open (its owner asking for more time), done (both actions) and checked (the preventive action
     # done: its check waits a minute, on a durable timer; check_capas_checked sees it after a restart).
-    numbers = {c["resolution"]: c["case_number"] for c in by_status["closed"] if c["capa_id"]}
+    numbers = {c["resolution"]: c["case_number"] for c in by_status["closed"] if c["capa_reference"]}
     assert set(numbers) == {"credit_memo", "rebill", "write_off"}, numbers
     found = capas(api)
     assert len(found) == 3, found

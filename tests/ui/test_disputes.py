@@ -211,7 +211,7 @@ async def test_refusals_are_explained_and_closing_needs_a_root_cause(ui_stack: U
     await expect(c.locator(".banner--success")).to_contain_text("is closed: root cause CUS, invalid")
     await expect(c.locator("#root-cause")).to_contain_text("CUS")
     closed = await case_status(stack, case["id"])
-    assert (closed["status"], closed["root_cause"], closed["validity"], closed["capa_id"]) == (
+    assert (closed["status"], closed["root_cause"], closed["validity"], closed["capa_reference"]) == (
         "closed",
         "CUS",
         "invalid",
@@ -252,8 +252,8 @@ async def test_an_internal_root_cause_needs_corrective_and_preventive_actions(ui
     await p.click("form.close-form button[type=submit]")
     await expect(p.locator(".banner--success")).to_contain_text("root cause BIL, valid")
     closed = await case_status(stack, case["id"])
-    assert closed["status"] == "closed" and closed["capa_id"]
-    await expect(p.locator("#root-cause")).to_contain_text(closed["capa_id"])
+    assert closed["status"] == "closed" and closed["capa_reference"]
+    await expect(p.locator("#root-cause")).to_contain_text(closed["capa_reference"])
 
 
 async def test_a_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(ui_stack: UiStack) -> None:
