@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
@@ -42,6 +42,7 @@ from activities.disputes import (
 from activities.models import Customer, Invoice
 from activities.money import MoneyError, amount_to_minor, exponent, format_minor
 from api.approvals import forbidden_reason, who_may
+from api.credit_memos import credit_lines
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from api.errors import CODES, AppError, Forbidden, Invalid, NotFound, Unavailable, errors
 from api.invoices import await_workflow
@@ -691,14 +692,10 @@ async def resume_case(
 
 
 def _credit_lines(session: Session, inv: Invoice, amount: int, reason: str) -> tuple[list[Line], str]:
-    """One credit line of the gross `amount` at the invoice's tax rate (its largest line's), net and tax
-    adding up to the amount; and the invoice's exchange rate (for the approval tiers)."""
-    lines = queries.invoice_lines(session, inv.id)
-    rate = max(lines, key=lambda ln: ln.net_minor).tax_rate if lines else "0"
-    net = int((Decimal(amount) / (1 + Decimal(rate) / 100)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    price = str(Decimal(net).scaleb(-exponent(inv.currency)))
-    description = f"Credit on {inv.number or inv.id}: {reason}"[:500]
-    return [Line(description, "1", price, rate, net, amount - net)], inv.exchange_rate
+    """The credit note's lines for `amount` as a credit memo proposed alone gets them (api/credit_memos.py:
+    the invoice's own lines for a full credit, else one line at its tax rate whose net and tax make the
+    amount exactly, a 422 naming the nearest amounts when none can); and the invoice's exchange rate."""
+    return credit_lines(session, inv, amount, reason), inv.exchange_rate
 
 
 @router.post(
@@ -745,8 +742,11 @@ async def resolve_case(
                 if body.kind == "rebill"
                 else _minor(text, inv.currency, f"amounts.{i}.amount")
             )
-            lines, rate = _credit_lines(session, inv, amount, body.reason)
-            amounts.append(InvoiceAmount(inv.id, amount, lines if body.kind != "write_off" else [], rate))
+            if body.kind == "write_off":  # no document lines: a write-off is an amount
+                amounts.append(InvoiceAmount(inv.id, amount, [], inv.exchange_rate))
+            else:
+                lines, rate = _credit_lines(session, inv, amount, body.reason)
+                amounts.append(InvoiceAmount(inv.id, amount, lines, rate))
         rebill = [
             RebillLine(ln.description, ln.quantity, ln.unit_price, ln.tax_rate) for ln in body.rebill_lines
         ]

@@ -282,23 +282,43 @@ async def served(invoices: Invoices) -> AsyncIterator[Invoices]:
         await invoices.terminate_running()
 
 
-@pytest.fixture(scope="session")
-async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server. It refuses search attributes it does not know, so the workflow's
+@asynccontextmanager
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server. It refuses search attributes it does not know, so the workflow's
     custom ones are added first (it implements AddSearchAttributes, not ListSearchAttributes)."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(TEST_SERVER), data_converter=DATA_CONVERTER
     )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(int(key.indexed_value_type)) for key in SEARCH_ATTRIBUTES
-            },
+    try:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={
+                    key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+                    for key in SEARCH_ATTRIBUTES
+                },
+            )
         )
-    )
-    yield env
-    await env.shutdown()
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The invoice tests' time-skipping server, shared by the session."""
+    async with time_skipping_server() as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+async def own_time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server for one module. The server's clock is one for all its workflows and skips
+    ahead to the next timer whenever a client waits and no task is outstanding: a module whose workflows
+    keep long timers (a CAPA's 90 days, a dispute's SLA) would otherwise move every other module's clock,
+    whose tests date things by the machine's clock."""
+    async with time_skipping_server() as env:
+        yield env
 
 
 @pytest.fixture

@@ -115,10 +115,10 @@ class Capas:
 
 
 @pytest.fixture
-async def capas(time_env: WorkflowEnvironment) -> AsyncIterator[Capas]:
-    c = Capas(time_env)
+async def capas(own_time_env: WorkflowEnvironment) -> AsyncIterator[Capas]:
+    c = Capas(own_time_env)
     async with Worker(
-        time_env.client,
+        own_time_env.client,
         task_queue=c.task_queue,
         workflows=[CapaWorkflow],
         activities=[c.fakes.record_capa, c.fakes.capa_recurrence],

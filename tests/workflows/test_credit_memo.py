@@ -203,7 +203,7 @@ class Memos:
 
 
 @pytest.fixture
-async def memos(db_url: str, time_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Memos]:
+async def memos(db_url: str, own_time_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Memos]:
     migrate(db_url)
     store = open_store(db_url)
     customers = seed_cast(store)
@@ -239,10 +239,10 @@ async def memos(db_url: str, time_env: WorkflowEnvironment, tmp_path: Path) -> A
     matrix.write_text((ROOT / "policies" / "approval_matrix.toml").read_text())
     acts = CreditMemoActivities(store, MatrixFile(matrix), disputes_policy=policy)
     fakes = Fakes()
-    memos = Memos(time_env, store, customers, invoice_id, f"cm-{uuid.uuid4().hex[:8]}", fakes)
+    memos = Memos(own_time_env, store, customers, invoice_id, f"cm-{uuid.uuid4().hex[:8]}", fakes)
     with ThreadPoolExecutor(max_workers=8) as executor:
         async with Worker(
-            time_env.client,
+            own_time_env.client,
             task_queue=memos.task_queue,
             workflows=[CreditMemoWorkflow, WriteOffWorkflow, FakeDispute],
             activities=[

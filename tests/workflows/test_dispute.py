@@ -297,8 +297,8 @@ async def serving(env: WorkflowEnvironment) -> AsyncIterator[Cases]:
 
 
 @pytest.fixture
-async def cases(time_env: WorkflowEnvironment) -> AsyncIterator[Cases]:
-    async with serving(time_env) as running:
+async def cases(own_time_env: WorkflowEnvironment) -> AsyncIterator[Cases]:
+    async with serving(own_time_env) as running:
         yield running
 
 

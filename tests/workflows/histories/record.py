@@ -314,6 +314,68 @@ async def tower_actions(rec: Recording) -> None:
     await rec.save(inv["workflow_id"])
 
 
+async def dispute_credit_memo(rec: Recording) -> None:
+    """A short payment's deduction opens a case (the invoice disputed for it); the collector resolves it by
+    a credit memo, an approver approves it, the credit note is issued and applied (the invoice credited in
+    full); the case is closed with an internal root cause, which starts the CAPA. Saves the four workflows:
+    the invoice (suffix none), the case, the credit memo and the CAPA (still waiting for its actions)."""
+    s = rec.stack
+    erp, preparer, approver, cashier, collector = await s.clients(
+        "erp", "preparer", "approver", "cashier", "collector"
+    )
+    inv = await rec.call(erp, "POST", "/api/v1/invoices", json=invoice_body(s.customers["initech"]))
+    await rec.call(preparer, "POST", f"/api/v1/invoices/{inv['id']}/submit")
+    await rec.call(approver, "POST", f"/api/v1/invoices/{inv['id']}/approve", json={"comment": "ok"})
+    assert (await s.wait_status(inv["id"], "submitted", within=60))["status"] == "submitted"
+    short = pay(s.customers["initech"], inv, "1800.00", "BANK-D")
+    short["allocations"][0]["deduction"] = {"amount": "72.66", "reason_code": "01"}
+    await rec.call(cashier, "POST", "/api/v1/payments", json=short)
+    case = (await rec.call(collector, "GET", "/api/v1/disputes"))["items"][0]
+    url = f"/api/v1/disputes/{case['id']}"
+    resolving = await rec.call(
+        collector, "POST", f"{url}/resolve", json={"kind": "credit_memo", "reason": "ok"}
+    )
+    memo_id = resolving["documents"][0]["document_id"]
+    memo_url = f"/api/v1/credit-memos/{memo_id}"
+
+    async def memo_status(status: str) -> dict[str, Any]:
+        for _ in range(300):
+            memo = (await approver.get(memo_url)).json()
+            if memo.get("status") == status:
+                return memo
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"credit memo never {status}: {memo}")
+
+    await memo_status("pending_approval")
+    await rec.call(approver, "POST", f"{memo_url}/approve", json={"comment": "agreed"})
+    memo = await memo_status("applied")
+    assert (await s.wait_status(inv["id"], "credited"))["status"] == "credited"
+    for _ in range(300):
+        if (await rec.call(collector, "GET", url))["status"] == "resolved":
+            break
+        await asyncio.sleep(0.1)
+    closed = await rec.call(
+        collector,
+        "POST",
+        f"{url}/close",
+        json={
+            "root_cause": "PRC",
+            "validity": "valid",
+            "corrective": {"owner": "collector", "due": "2026-12-31", "description": "credit note issued"},
+            "preventive": {"owner": "supervisor", "due": "2027-01-31", "description": "price list synced"},
+        },
+    )
+    assert closed["status"] == "closed", closed
+    for _ in range(300):
+        if (await collector.get("/api/v1/capa")).json()["total"]:
+            break
+        await asyncio.sleep(0.1)
+    await rec.save(inv["workflow_id"])
+    await rec.save(case["workflow_id"], "-case")
+    await rec.save(memo["workflow_id"], "-credit_memo")
+    await rec.save(f"capa/ACME/{case['case_number']}", "-capa")
+
+
 async def only_workflow(client: Client, workflow_type: str, task_queue: str) -> str:
     ids = [
         w.id
@@ -334,6 +396,7 @@ SCENARIOS: dict[str, Scenario] = {
     "checkpoint": checkpoint,
     "portal_reject_fix_resubmit": portal_reject_fix_resubmit,
     "tower_actions": tower_actions,
+    "dispute_credit_memo": dispute_credit_memo,
 }
 
 # What the SLA scenario needs: a reminder and an escalation within seconds, not days.
