@@ -354,11 +354,12 @@ def conflict_report(session: Session, legal_entities: list[str] | None = None) -
 
 
 def policy_file_hashes(policies: Path = POLICIES) -> dict[str, str]:
-    """SHA-256 of each file in the policies directory, by file name."""
+    """SHA-256 of each file in the policies directory and its folders (the customers' reason-code mappings
+    in `reason_codes/`), by path relative to it."""
     return {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(policies.iterdir())
-        if path.is_file() and not path.name.startswith(".")
+        path.relative_to(policies).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(policies.rglob("*"))
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(policies).parts)
     }
 
 

@@ -117,7 +117,11 @@ def test_the_access_chain_cannot_be_taken_as_a_legal_entity_code(store: Store) -
 
 
 def hashes(policies: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(policies.iterdir())}
+    return {
+        p.relative_to(policies).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(policies.rglob("*"))
+        if p.is_file()
+    }
 
 
 def record(store: Store, policies: Path) -> dict[str, Any] | None:
@@ -140,7 +144,9 @@ def test_the_policy_files_in_force_are_recorded_once_per_new_content(store: Stor
     assert first is not None
     assert (first["event"], first["actor"], first["object_type"]) == ("policy_changed", "system", "policy")
     assert first["files"] == hashes(policies)
-    assert {"model.conf", "policy.csv", "sod_conflicts.csv"} <= set(first["files"])
+    assert {"model.conf", "policy.csv", "sod_conflicts.csv", "reason_codes/initech.toml"} <= set(
+        first["files"]
+    )
     assert first["reason"] == "policy files first recorded"
 
     assert record(store, policies) is None  # a restart on the same files records nothing

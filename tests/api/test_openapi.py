@@ -51,7 +51,8 @@ def test_every_error_status_documents_the_error_body_and_its_codes(document: dic
         if op.get("parameters") or op.get("requestBody"):
             assert "invalid_input" in codes_of(op["responses"]["422"]), where
         if op.get("requestBody"):
-            assert codes_of(op["responses"]["413"]) == ["body_too_large"], where
+            # Every body may be over the server's limit; an upload may also be over what the store keeps.
+            assert "body_too_large" in codes_of(op["responses"]["413"]), where
 
 
 def test_refusals_that_need_the_store_are_documented_on_their_route(document: dict[str, Any]) -> None:

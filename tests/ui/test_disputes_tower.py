@@ -13,9 +13,7 @@ from playwright.async_api import expect
 
 from activities.disputes import DISPUTES_FILE
 from tests.ui.conftest import UiStack, both_widths
-from tests.ui.test_disputes import case_via_api, own_case_numbers
-
-__all__ = ["own_case_numbers"]  # autouse: each test's case numbers apart
+from tests.ui.test_disputes import case_via_api
 
 
 @pytest.fixture
