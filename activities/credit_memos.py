@@ -32,7 +32,6 @@ from activities.directory import roles_of
 from activities.ledger import LedgerFacts, append_to_ledger, find_by_business_key
 from activities.models import Invoice, LegalEntity, PaymentAllocation
 from activities.money import exponent, format_minor
-from activities.numbering import allocate_number
 from workflows.approval import Refusal
 from workflows.credit_memo_approval import SodFacts, barred_people, current_tier, resolution_refusal
 from workflows.credit_memo_types import (
@@ -511,8 +510,7 @@ class CreditMemoActivities:
                 ubl, pdf = _render(session, doc)
                 if ubl is not None:
                     row.ubl, row.ubl_sha256 = ubl.decode(), hashlib.sha256(ubl).hexdigest()
-                if pdf is not None:
-                    row.pdf, row.pdf_sha256 = pdf, hashlib.sha256(pdf).hexdigest()
+                row.pdf, row.pdf_sha256 = pdf, hashlib.sha256(pdf).hexdigest()
                 session.add(row)
                 session.flush()
                 state = replace(rec.state, number=row.number, issued_at=rec.at)
@@ -535,16 +533,12 @@ class CreditMemoActivities:
 
 
 def _next_number(session: Session, legal_entity: str, issue_date: date) -> str:
-    try:
-        from activities.credit_notes import next_credit_note_number
+    from activities.credit_notes import next_credit_note_number
 
-        return next_credit_note_number(session, legal_entity, issue_date)
-    except NotImplementedError:
-        year = issue_date.year
-        return f"CN-{year}-{allocate_number(session, legal_entity, f'CN-{year}'):06d}"
+    return next_credit_note_number(session, legal_entity, issue_date)
 
 
-def _render(session: Session, doc: CreditNoteDocument) -> tuple[bytes | None, bytes | None]:
+def _render(session: Session, doc: CreditNoteDocument) -> tuple[bytes | None, bytes]:
     """The credit note's UBL and PDF (activities/credit_notes.py). A customer whose master data cannot make
     an EN 16931 e-invoice (no Peppol endpoint, say) gets the PDF by mail: no UBL is kept then."""
     from activities.credit_notes import credit_note_pdf, credit_note_ubl
@@ -552,14 +546,10 @@ def _render(session: Session, doc: CreditNoteDocument) -> tuple[bytes | None, by
 
     try:
         ubl: bytes | None = credit_note_ubl(session, doc)
-    except (NotImplementedError, EInvoiceError) as exc:
+    except EInvoiceError as exc:
         activity.logger.info("credit note %s has no UBL: %s", doc.number, exc)
         ubl = None
-    try:
-        pdf: bytes | None = credit_note_pdf(session, doc)
-    except NotImplementedError:
-        pdf = None
-    return ubl, pdf
+    return ubl, credit_note_pdf(session, doc)
 
 
 def document_of(row: CreditMemo, inv: Invoice) -> CreditNoteDocument:

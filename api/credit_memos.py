@@ -44,8 +44,8 @@ from activities.models import Customer, Invoice, LegalEntity
 from activities.money import MoneyError, amount_to_minor, format_minor, tax_by_rate
 from api.approvals import ActionOption, ApprovalChain, ChainStep, forbidden_reason
 from api.deps import AppContext, ContextDep, CurrentUser, IdempotencyKey, SessionDep, entities_for
-from api.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unavailable, errors, from_workflow
-from api.invoices import await_workflow
+from api.errors import AppError, Conflict, Invalid, NotFound, Unavailable, errors, from_workflow
+from api.invoices import await_workflow, refusal_error
 from api.schemas import (
     AMOUNT,
     EXTERNAL_ID,
@@ -74,7 +74,6 @@ from workflows.credit_memo_types import (
     credit_memo_workflow_id,
     write_off_workflow_id,
 )
-from workflows.errors import HTTP_STATUS
 from workflows.states import OPEN_RECEIVABLE
 from workflows.types import Actor, Line
 from workflows.write_off import WriteOffWorkflow
@@ -366,21 +365,7 @@ def option_error(
     option: ActionOption, row: CreditMemo | WriteOff, username: str, ctx: AppContext
 ) -> AppError:
     """A refused command's error, from the same evaluation as `unavailable_actions`."""
-    instead = {"who_can_instead": option.who_can_instead} if option.code != "transition_refused" else {}
-    if option.code == "forbidden":
-        return Forbidden(
-            option.reason,
-            code="forbidden",
-            action=option.rule,
-            legal_entity=row.legal_entity,
-            roles_held=ctx.authorizer.roles(username, row.legal_entity),
-            **instead,
-        )
-    err = AppError(option.reason, code=option.code, rule=option.rule, status=row.status, **instead)
-    if option.tier is not None:
-        err.details["tier"] = option.tier
-    err.status = HTTP_STATUS.get(option.code, 409)
-    return err
+    return refusal_error(option, row.legal_entity, row.status, username, ctx)
 
 
 def resolution_chain(row: CreditMemo | WriteOff) -> ApprovalChain:
@@ -515,24 +500,7 @@ def present(ctx: AppContext, session: Session, row: CreditMemo | WriteOff, usern
 
 
 def history(session: Session, kind: str, row: CreditMemo | WriteOff) -> list[HistoryEntry]:
-    return [
-        HistoryEntry(
-            seq=e.seq,
-            event=e.event,
-            from_status=e.from_status,
-            to_status=e.to_status,
-            actor=e.actor,
-            actor_roles=json.loads(e.actor_roles),
-            rule=e.rule,
-            at=datetime.fromisoformat(e.at),
-            reason=e.reason,
-            request_id=e.request_id,
-            payload_hash=e.payload_hash,
-            prev_hash=e.prev_hash,
-            entry_hash=e.entry_hash,
-        )
-        for e in resolution_history(session, kind, row.id)
-    ]
+    return [HistoryEntry.of(e) for e in resolution_history(session, kind, row.id)]
 
 
 # -- proposing ----------------------------------------------------------------------------------------------

@@ -279,24 +279,7 @@ def present(ctx: AppContext, session: Session, d: Dispute, username: str) -> Dis
             )
             for n in dispute_thread(session, d.id)
         ],
-        timeline=[
-            HistoryEntry(
-                seq=e.seq,
-                event=e.event,
-                from_status=e.from_status,
-                to_status=e.to_status,
-                actor=e.actor,
-                actor_roles=json.loads(e.actor_roles),
-                rule=e.rule,
-                at=datetime.fromisoformat(e.at),
-                reason=e.reason,
-                request_id=e.request_id,
-                payload_hash=e.payload_hash,
-                prev_hash=e.prev_hash,
-                entry_hash=e.entry_hash,
-            )
-            for e in dispute_timeline(session, d.id)
-        ],
+        timeline=[HistoryEntry.of(e) for e in dispute_timeline(session, d.id)],
         available_actions=available,
         unavailable_actions=unavailable,
     )

@@ -457,24 +457,7 @@ async def invoice_history(
 ) -> list[HistoryEntry]:
     """Every transition of the invoice from the evidence ledger, oldest first."""
     inv = _invoice_or_404(session, invoice_id, user.username, ctx)
-    return [
-        HistoryEntry(
-            seq=e.seq,
-            event=e.event,
-            from_status=e.from_status,
-            to_status=e.to_status,
-            actor=e.actor,
-            actor_roles=json.loads(e.actor_roles),
-            rule=e.rule,
-            at=datetime.fromisoformat(e.at),
-            reason=e.reason,
-            request_id=e.request_id,
-            payload_hash=e.payload_hash,
-            prev_hash=e.prev_hash,
-            entry_hash=e.entry_hash,
-        )
-        for e in queries.invoice_history(session, inv.id)
-    ]
+    return [HistoryEntry.of(e) for e in queries.invoice_history(session, inv.id)]
 
 
 async def _command(
@@ -665,18 +648,26 @@ async def approve_invoice(
 def command_error(option: ActionOption, inv: Invoice, username: str, ctx: AppContext) -> AppError:
     """A refused command's error, from the same evaluation as `unavailable_actions`: the same reason, and
     who may take the action instead (`details.who_can_instead`)."""
+    return refusal_error(option, inv.legal_entity, inv.status, username, ctx)
+
+
+def refusal_error(
+    option: ActionOption, legal_entity: str, status: str, username: str, ctx: AppContext
+) -> AppError:
+    """The error of a refused action on any document (invoice, credit memo, write-off) from its evaluated
+    option: the reason, the rule, who may take it instead, and the document's status."""
     instead = {"who_can_instead": option.who_can_instead} if option.code != "transition_refused" else {}
     if option.code == "forbidden":
         return Forbidden(
             option.reason,
             code="forbidden",
             action=option.rule,
-            legal_entity=inv.legal_entity,
-            roles_held=ctx.authorizer.roles(username, inv.legal_entity),
+            legal_entity=legal_entity,
+            roles_held=ctx.authorizer.roles(username, legal_entity),
             **instead,
         )
     # The current status is named in every refusal, as the workflow's own refusals name it (rule 8).
-    err = AppError(option.reason, code=option.code, rule=option.rule, status=inv.status, **instead)
+    err = AppError(option.reason, code=option.code, rule=option.rule, status=status, **instead)
     if option.tier is not None:
         err.details["tier"] = option.tier
     err.status = HTTP_STATUS.get(option.code, 409)

@@ -9,6 +9,7 @@ the routes, with the codes api/errors.py lists.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ from pydantic import (
 
 from activities.directory import KNOWN_ROLES
 from activities.einvoice import COUNTRY_CODES, EAS_SCHEMES, VAT_PREFIXES, endpoint_problem
+from activities.models import LedgerEntry
 
 EXTERNAL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/#-]*$"
 
@@ -360,6 +362,25 @@ class HistoryEntry(BaseModel):
     payload_hash: str
     prev_hash: str
     entry_hash: str
+
+    @classmethod
+    def of(cls, e: LedgerEntry) -> HistoryEntry:
+        """One ledger entry as every object's history shows it (invoice, dispute, credit memo, write-off)."""
+        return cls(
+            seq=e.seq,
+            event=e.event,
+            from_status=e.from_status,
+            to_status=e.to_status,
+            actor=e.actor,
+            actor_roles=json.loads(e.actor_roles),
+            rule=e.rule,
+            at=datetime.fromisoformat(e.at),
+            reason=e.reason,
+            request_id=e.request_id,
+            payload_hash=e.payload_hash,
+            prev_hash=e.prev_hash,
+            entry_hash=e.entry_hash,
+        )
 
 
 class CustomerCreate(Strict):

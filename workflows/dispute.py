@@ -846,8 +846,9 @@ class DisputeWorkflow:
         (paid, credited) has nothing to let go of: its refusal is not the case's concern."""
         try:
             await self._invoice_command("end_dispute", inv, 0, reason)
-        except ApplicationError:
-            pass
+        except ApplicationError as exc:
+            if exc.type != "not_disputed":
+                workflow.logger.warning("invoice %s kept by the case: %s", inv.invoice_id, exc.message)
 
     async def _end_links(self, reason: str) -> None:
         for inv in list(self._invoices):
