@@ -855,9 +855,9 @@ def _next_text(kind: str, case: store.Dispute) -> str:
         "invoice is created and goes through its own approval.",
         "write_off": "A write-off is requested; below the legal entity's tolerance it applies at once, above "
         "it waits for its approvers (never the case's owner).",
-        "invalid": "The case is resolved: the invoice leaves `disputed` and collections resume for the "
+        "invalid": "The case is resolved: the invoice is no longer disputed and collections resume for the "
         "amount. Payments received from now on count as recovered.",
-        "withdrawn": "The case is resolved: the invoice leaves `disputed` and is due as before.",
+        "withdrawn": "The case is resolved: the invoice is no longer disputed and is due as before.",
     }[kind] + " Then close the case with its root cause."
 
 
